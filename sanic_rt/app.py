@@ -1,0 +1,174 @@
+"""The app factory: a Sanic app with the Socket.IO server, presence and plugins on ``app.ctx``.
+
+The Sanic app is served as ASGI (``app.ctx.asgi``: python-socketio's ASGIApp
+in front of Sanic, under uvicorn); see docs/development/SERVING_MODE.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import socketio
+from sanic import Sanic
+
+from . import http_api
+from .auth import TokenVerifier, has_explicit_key, hmac_secret
+from .config import Config, ConfigError, load_config
+from .gateway import Gateway
+from .logs import quiet_socketio_logs
+from .namespace import BaseNamespace
+from .plugin_manager import PluginHost
+from .presence import Presence
+from .presence_model import Timings
+from .sio_server import GatewayServer
+
+log = logging.getLogger("sanic_rt")
+_app_numbers = itertools.count(1)
+MIN_HMAC_SECRET_BYTES = 32
+ALLOWED_TRANSPORTS = {"polling", "websocket"}
+
+
+def check_deployment(config: Config, backend_shared: bool) -> None:
+    """Cross-key checks that TOML types cannot express; raise :class:`ConfigError`."""
+    src, server, auth = config.source, config.server, config.auth
+    if not server.transports or set(server.transports) - ALLOWED_TRANSPORTS:
+        raise ConfigError(
+            src, "server.transports", 'expected a non-empty subset of "polling", "websocket"'
+        )
+    if any(a.lower() == "none" for a in auth.algorithms) or not auth.algorithms:
+        raise ConfigError(src, "auth.algorithms", 'a non-empty list without "none"')
+    if config.cluster.manager == "memcached":
+        raise ConfigError(
+            src, "cluster.manager", 'memcached has no pub/sub; use "redis" as the message bus'
+        )
+    if not backend_shared and (server.workers > 1 or config.cluster.manager):
+        raise ConfigError(
+            src,
+            "presence.backend",
+            f"{config.presence.backend!r} is one process only: use redis or memcached "
+            "with several workers or a cluster manager",
+        )
+    if server.workers > 1:
+        if not config.cluster.manager:
+            raise ConfigError(src, "cluster.manager", 'workers > 1 needs manager = "redis"')
+        if server.transports != ["websocket"]:
+            raise ConfigError(
+                src,
+                "server.transports",
+                'workers > 1 needs transports = ["websocket"] '
+                "(one long-polling session cannot be pinned to one worker)",
+            )
+    if config.production:
+        if not has_explicit_key(auth):
+            raise ConfigError(src, "auth.secret", "production mode needs an explicit key")
+        secret = hmac_secret(config)
+        uses_hmac = any(a.startswith("HS") for a in auth.algorithms)
+        if uses_hmac and secret and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+            raise ConfigError(
+                src,
+                "auth.secret",
+                f"production needs an HS* secret of >= {MIN_HMAC_SECRET_BYTES} bytes",
+            )
+        if "*" in server.cors_allowed_origins:
+            raise ConfigError(src, "server.cors_allowed_origins", 'production refuses "*"')
+
+
+def api_keys(config: Config) -> list[str]:
+    keys = list(config.api.keys)
+    if config.api.keys_file:
+        try:
+            with open(config.api.keys_file, encoding="utf-8") as fh:
+                keys += [line.strip() for line in fh if line.strip()]
+        except OSError as err:
+            raise ConfigError(
+                config.source, "api.keys_file", f"unreadable ({err.strerror})"
+            ) from None
+    return keys
+
+
+def _make_manager(config: Config) -> socketio.AsyncManager | None:
+    if config.cluster.manager == "redis":
+        url = config.cluster.url or config.presence.redis.url
+        return socketio.AsyncRedisManager(url, channel=config.cluster.channel)
+    return None
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    extra_plugins: Iterable[tuple[str, Any]] = (),
+    clock: Callable[[], float] = time.time,
+) -> Sanic:
+    """Build the app. Raises ConfigError or PluginError for bad config or plugins."""
+    config = config or load_config()
+    plugins = PluginHost(config)
+    plugins.load(extra_plugins)
+    backends = plugins.backends()
+    name = config.presence.backend
+    if name not in backends:
+        raise ConfigError(
+            config.source,
+            "presence.backend",
+            f"unknown backend {name!r} (have: {', '.join(sorted(backends))})",
+        )
+    timings = Timings(
+        config.presence.ttl, config.presence.offline_grace, config.presence.idle_timeout
+    )
+    backend = backends[name](config, timings)
+    check_deployment(config, backend.shared)
+    keys = api_keys(config)
+    server = config.server
+    quiet_socketio_logs()
+    sio = GatewayServer(
+        async_mode="asgi",
+        client_manager=_make_manager(config),
+        cors_allowed_origins=list(server.cors_allowed_origins) or None,
+        transports=list(server.transports),
+        ping_interval=server.ping_interval,
+        ping_timeout=server.ping_timeout,
+        max_http_buffer_size=server.max_payload_bytes,
+        always_connect=False,
+        logger=False,
+        engineio_logger=False,
+    )
+    presence = Presence(backend, config.presence, config.auth.max_connections_per_user, clock)
+    gateway = Gateway(
+        config=config,
+        sio=sio,
+        presence=presence,
+        verifier=TokenVerifier(config),
+        plugins=plugins,
+        node_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+    )
+    presence.publisher = gateway.publish_presence
+    namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
+    for path, (plugin_name, namespace_class) in namespaces.items():
+        sio.register_namespace(namespace_class(path, gateway, plugins.settings.get(plugin_name)))
+    gateway.namespaces = list(namespaces)
+
+    app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
+    app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
+    app.ctx.config = config
+    app.ctx.gateway = gateway
+    http_api.install(app, keys, config.production)
+    for blueprint in plugins.blueprints():
+        app.blueprint(blueprint)
+
+    @app.before_server_start
+    async def start_services(app: Sanic) -> None:
+        await presence.start()
+        await plugins.notify("startup", app=app)
+
+    @app.after_server_stop
+    async def stop_services(app: Sanic) -> None:
+        await plugins.notify("shutdown", app=app)
+        await presence.close()
+
+    app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    return app

@@ -1,0 +1,252 @@
+"""JWT authentication: where a token comes from, how it is verified, who it names.
+
+The user id the server acts on comes from the verified token only. Nothing
+here logs or echoes token material.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+
+from .config import AuthConfig, Config, ConfigError
+
+log = logging.getLogger("sanic_rt.auth")
+
+MAX_TOKEN_BYTES = 8192
+MAX_USER_ID_LEN = 128
+DEV_KEY_PATH = Path(".sanic-rt") / "dev.key"
+HMAC_PREFIX = "HS"
+
+
+class AuthError(Exception):
+    """A refused token. ``code`` is one of the documented refusal codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class AuthenticatedUser:
+    user_id: str
+    claims: dict[str, Any] = field(repr=False)
+    exp: float | None
+    connected_at: float
+    device: str = ""
+
+
+def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) -> str:
+    """The token, by source in order: ``auth`` payload, ``Authorization`` header, ``?token=``."""
+    if isinstance(auth, dict) and auth.get("token") is not None:
+        token = auth["token"]
+        if not isinstance(token, str):
+            raise AuthError("invalid_token", "auth.token must be a string")
+        return token
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query:
+        values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+        if values and values[0]:
+            return values[0]
+    raise AuthError("missing_token", "no token: pass auth {token} or an Authorization header")
+
+
+def device_from_handshake(auth: Any) -> str:
+    device = auth.get("device") if isinstance(auth, dict) else None
+    return device[:64] if isinstance(device, str) else ""
+
+
+def dev_key(create: bool = True) -> str:
+    """The dev-mode signing key in ``.sanic-rt/dev.key``, created once with mode 0600."""
+    if DEV_KEY_PATH.exists():
+        return DEV_KEY_PATH.read_text().strip()
+    if not create:
+        raise ConfigError("<dev>", "auth.secret", f"no key and no {DEV_KEY_PATH}")
+    DEV_KEY_PATH.parent.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(DEV_KEY_PATH, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def has_explicit_key(auth: AuthConfig) -> bool:
+    return bool(auth.secret or auth.secret_file or auth.public_key_file or auth.jwks_url)
+
+
+def hmac_secret(config: Config) -> str:
+    auth = config.auth
+    if auth.secret:
+        return auth.secret
+    if auth.secret_file:
+        try:
+            return Path(auth.secret_file).read_text().strip()
+        except OSError as err:
+            raise ConfigError(
+                config.source, "auth.secret_file", f"unreadable ({err.strerror})"
+            ) from None
+    if auth.public_key_file or auth.jwks_url:
+        return ""
+    return dev_key() if not config.production else ""
+
+
+def _read_key_file(config: Config, key: str, path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(config.source, key, f"unreadable ({err.strerror})") from None
+
+
+class JwksCache:
+    """Keys from a JWKS URL by ``kid``; fetched in a thread, refetched at most every interval."""
+
+    def __init__(self, url: str, refetch_interval: float) -> None:
+        self.url, self.refetch_interval = url, refetch_interval
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def _fetch(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url, timeout=5) as resp:
+            data = json.load(resp)
+        return {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(data).keys if k.key_id}
+
+    async def key(self, kid: str) -> Any:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if (
+                kid not in self._keys
+                and time.monotonic() - self._fetched_at >= self.refetch_interval
+            ):
+                self._fetched_at = time.monotonic()
+                try:
+                    self._keys = await asyncio.to_thread(self._fetch)
+                except Exception as err:  # network or format: refuse the token, keep serving
+                    log.warning("JWKS fetch from %s failed: %s", self.url, type(err).__name__)
+        if kid not in self._keys:
+            raise AuthError("invalid_token", "unknown signing key (kid)")
+        return self._keys[kid]
+
+
+class TokenVerifier:
+    def __init__(self, config: Config) -> None:
+        self.auth = config.auth
+        self.secret = hmac_secret(config)
+        self.public_key = (
+            _read_key_file(config, "auth.public_key_file", self.auth.public_key_file)
+            if self.auth.public_key_file
+            else None
+        )
+        self.jwks = (
+            JwksCache(self.auth.jwks_url, self.auth.jwks_refetch_interval)
+            if self.auth.jwks_url
+            else None
+        )
+
+    async def _key_for(self, header: dict[str, Any]) -> Any:
+        alg = header.get("alg")
+        if alg.startswith(HMAC_PREFIX):
+            if not self.secret:
+                raise AuthError("invalid_token", "HMAC tokens are not accepted")
+            return self.secret
+        if self.jwks is not None and header.get("kid"):
+            return await self.jwks.key(str(header["kid"]))
+        if self.public_key is not None:
+            return self.public_key
+        raise AuthError("invalid_token", "no key configured for this algorithm")
+
+    async def verify(self, token: str, now: float | None = None) -> tuple[str, dict[str, Any]]:
+        """Return (user_id, claims) or raise :class:`AuthError`."""
+        if len(token.encode()) > MAX_TOKEN_BYTES:
+            raise AuthError("invalid_token", f"token larger than {MAX_TOKEN_BYTES} bytes")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg.lower() == "none" or alg not in self.auth.algorithms:
+            raise AuthError("invalid_token", "signing algorithm not allowed")
+        key = await self._key_for(header)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self.auth.issuer or None,
+                audience=self.auth.audience or None,
+                leeway=self.auth.leeway,
+                options={
+                    "require": list(self.auth.required_claims),
+                    "verify_aud": bool(self.auth.audience),
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("invalid_token", "token is not yet valid (nbf/iat)") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("invalid_token", "wrong issuer (iss)") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("invalid_token", "wrong audience (aud)") from None
+        except jwt.MissingRequiredClaimError as err:
+            raise AuthError("invalid_token", f"missing claim {err.claim!r}") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("invalid_token", "bad signature") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise AuthError("invalid_token", "malformed token") from None
+        return self._user_id(claims), claims
+
+    def _user_id(self, claims: dict[str, Any]) -> str:
+        name = self.auth.user_claim
+        user_id = claims.get(name)
+        if not isinstance(user_id, str) or not user_id:
+            raise AuthError("invalid_token", f"claim {name!r} must be a non-empty string")
+        if len(user_id) > MAX_USER_ID_LEN:
+            raise AuthError("invalid_token", f"claim {name!r} longer than {MAX_USER_ID_LEN}")
+        return user_id
+
+    def expiry(self, claims: dict[str, Any]) -> float | None:
+        exp = claims.get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+
+
+def mint_token(
+    config: Config,
+    user_id: str,
+    ttl: float = 3600,
+    claims: dict[str, Any] | None = None,
+    private_key: str | None = None,
+) -> str:
+    """A token the configured server accepts (for ``sanic-rt token`` and tests)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {config.auth.user_claim: user_id, "iat": now, "exp": now + int(ttl)}
+    if config.auth.issuer:
+        payload["iss"] = config.auth.issuer
+    if config.auth.audience:
+        payload["aud"] = config.auth.audience
+    payload.update(claims or {})
+    if private_key is not None:
+        alg = next((a for a in config.auth.algorithms if not a.startswith(HMAC_PREFIX)), None)
+        if alg is None:
+            raise ConfigError(config.source, "auth.algorithms", "no asymmetric algorithm allowed")
+        return jwt.encode(payload, private_key, algorithm=alg)
+    alg = next((a for a in config.auth.algorithms if a.startswith(HMAC_PREFIX)), None)
+    secret = hmac_secret(config)
+    if alg is None or not secret:
+        raise ConfigError(config.source, "auth.secret", "no HMAC key: pass --private-key")
+    return jwt.encode(payload, secret, algorithm=alg)

@@ -1,0 +1,114 @@
+"""The presence backend interface.
+
+Every method is one round trip on a networked backend, and every method that
+can change what others see returns those changes: the backend decides each
+online/offline transition atomically, so exactly one caller in the whole
+cluster is told about it and announces it. Time is always passed in as
+``now`` so that tests drive it with an injected clock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .config import Config
+from .presence_model import Connection, PresenceRecord, PublicView, Timings
+
+
+class BackendUnavailable(Exception):
+    """The storage could not be reached in time; callers answer ``unavailable``."""
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    accepted: bool
+    changes: list[PublicView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TouchResult:
+    changes: list[PublicView]
+    statuses: dict[str, str]  # user_id -> effective status after the touch
+
+
+@dataclass(frozen=True)
+class DisconnectResult:
+    changes: list[PublicView]
+    grace_until: float | None  # when to settle the user, if offline is pending
+
+
+@dataclass(frozen=True)
+class PresenceStats:
+    online_users: int
+    connections: int
+    by_namespace: dict[str, int]
+
+
+class PresenceBackend(ABC):
+    """Storage for the one presence record per user."""
+
+    name: str = ""
+
+    def __init__(self, config: Config, timings: Timings) -> None:
+        self.config = config
+        self.timings = timings
+
+    #: whether several processes may share this backend
+    shared: bool = True
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once per process before serving."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once at shutdown."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the storage answers."""
+
+    @abstractmethod
+    async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
+        """Register a connection unless the user already has ``max_connections`` live ones."""
+
+    @abstractmethod
+    async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
+        """Refresh (re-creating if lost) these connections; ``activity`` also resets idle."""
+
+    @abstractmethod
+    async def disconnect(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        """Remove a connection; the last one starts the offline grace."""
+
+    @abstractmethod
+    async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
+        """Apply due expiry, grace and idle transitions for these users."""
+
+    @abstractmethod
+    async def sweep(self, now: float, limit: int) -> list[PublicView]:
+        """Settle up to ``limit`` users whose deadline has passed, whoever's node they were on."""
+
+    @abstractmethod
+    async def set_status(
+        self, user_id: str, status: str, now: float
+    ) -> tuple[PresenceRecord, list[PublicView]]:
+        """Set the user's chosen status (kept across reconnects)."""
+
+    @abstractmethod
+    async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
+        """Records for these users; unknown users come back offline."""
+
+    @abstractmethod
+    async def online_count(self) -> int:
+        """Users online (invisible ones included)."""
+
+    @abstractmethod
+    async def online_users(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """A page of online user ids in id order, and the cursor of the next page."""
+
+    @abstractmethod
+    async def stats(self, now: float) -> PresenceStats:
+        """Online users, live connections, and connections by namespace."""
+
+
+BackendFactory = Callable[[Config, Timings], PresenceBackend]

@@ -1,0 +1,326 @@
+"""The one place that reads configuration.
+
+A TOML file is read with ``tomllib``, environment overrides
+``SANIC_RT_<SECTION>__<KEY>`` are laid over it, and the result is checked
+against frozen dataclasses: unknown keys, wrong types and out-of-range values
+raise :class:`ConfigError`, whose text is one line naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "SANIC_RT_"
+SECRET_KEYS = frozenset({"secret", "keys", "url"})
+
+
+class ConfigError(Exception):
+    """Invalid configuration. ``str(err)`` is a single line for the user."""
+
+    def __init__(self, source: str, key: str, expected: str) -> None:
+        self.source, self.key, self.expected = source, key, expected
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"config error: {where}: {expected}")
+
+
+def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+    meta = {"doc": doc, "min": min, "max": max}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    mode: Literal["dev", "production"] = _opt("dev", "dev or production; required in a file")
+    host: str = _opt("127.0.0.1", "address to bind")
+    port: int = _opt(8000, "TCP port", min=0, max=65535)
+    workers: int = _opt(1, "worker processes sharing the port", min=1, max=64)
+    cors_allowed_origins: list[str] = _opt([], 'allowed Origins; [] = same origin, ["*"] = any')
+    transports: list[str] = _opt(["polling", "websocket"], "Engine.IO transports")
+    ping_interval: float = _opt(25.0, "Engine.IO ping interval, s", min=1, max=600)
+    ping_timeout: float = _opt(20.0, "Engine.IO ping timeout, s", min=1, max=600)
+    max_payload_bytes: int = _opt(1_000_000, "largest packet accepted", min=1024, max=100_000_000)
+    events_per_second: float = _opt(50.0, "per-connection rate limit", min=0.1, max=1_000_000)
+    events_burst: int = _opt(100, "token bucket size", min=1, max=1_000_000)
+    shutdown_timeout: float = _opt(5.0, "seconds to drain on SIGTERM", min=0, max=600)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    algorithms: list[str] = _opt(["HS256"], "allowed JWT algorithms")
+    secret: str = _opt("", "HS* shared secret")
+    secret_file: str = _opt("", "file holding the HS* secret")
+    public_key_file: str = _opt("", "PEM public key for RS*/ES*/EdDSA")
+    jwks_url: str = _opt("", "JWKS endpoint; keys chosen by kid")
+    jwks_refetch_interval: float = _opt(60.0, "min seconds between JWKS refetches", min=0)
+    issuer: str = _opt("", "required iss, if set")
+    audience: str = _opt("", "required aud, if set")
+    leeway: float = _opt(0.0, "clock skew allowed, s", min=0, max=3600)
+    user_claim: str = _opt("sub", "claim holding the user id")
+    required_claims: list[str] = _opt(["exp"], "claims every token must carry")
+    allow_query_token: bool = _opt(False, "accept ?token= (URLs end up in logs)")
+    disconnect_on_expiry: bool = _opt(True, "disconnect when the token expires")
+    max_connections_per_user: int = _opt(50, "namespace connections per user", min=1)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = _opt("redis://127.0.0.1:6379/0", "redis://, rediss:// or unix:// URL")
+    key_prefix: str = _opt("sanic_rt", "prefix of every key")
+    index_shards: int = _opt(16, "shards of the online index", min=1, max=1024)
+    pool_size: int = _opt(32, "max connections in the pool", min=1, max=10_000)
+    timeout: float = _opt(1.0, "per-call timeout, s", min=0.01, max=60)
+    connect_timeout: float = _opt(1.0, "connect timeout, s", min=0.01, max=60)
+
+
+@dataclass(frozen=True)
+class MemcachedConfig:
+    servers: list[str] = _opt(["127.0.0.1:11211"], "host:port list on a fixed ring")
+    key_prefix: str = _opt("sanic_rt", "prefix of every key")
+    index_buckets: int = _opt(64, "buckets of the online index", min=1, max=4096)
+    pool_size: int = _opt(8, "connections per server", min=1, max=1024)
+    threads: int = _opt(8, "threads running blocking calls", min=1, max=256)
+    timeout: float = _opt(1.0, "per-call timeout, s", min=0.01, max=60)
+    max_cas_retries: int = _opt(16, "cas attempts before unavailable", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    backend: str = _opt("memory", "memory, redis, memcached or a plugin's")
+    ttl: float = _opt(60.0, "connection entry lifetime after a refresh, s", min=1)
+    sweep_interval: float = _opt(5.0, "how often expired users are settled, s", min=0.05)
+    offline_grace: float = _opt(5.0, "delay before offline is announced, s", min=0)
+    idle_timeout: float = _opt(300.0, "inactivity before auto away, s", min=1)
+    refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
+    max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
+    record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    memcached: MemcachedConfig = field(default_factory=MemcachedConfig)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    manager: Literal["", "redis", "memcached"] = _opt("", '"" (one process) or "redis"')
+    url: str = _opt("", "manager URL; default the presence Redis URL")
+    channel: str = _opt("sanic_rt", "pub/sub channel")
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    enabled: list[str] | None = _opt(None, "plugins to load; default all first-party")
+    settings: dict[str, dict[str, Any]] = _opt({}, "[plugins.<name>] tables")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    keys: list[str] = _opt([], "server-to-server API keys")
+    keys_file: str = _opt("", "file with one API key a line")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    source: str = "<defaults>"
+
+    @property
+    def production(self) -> bool:
+        return self.server.mode == "production"
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+FIRST_PARTY_PLUGINS = ("chats", "orders", "notifications", "socials")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (or defaults), then env overrides, then ``overrides``.
+
+    ``overrides`` maps dotted keys (``"server.port"``) to values, for CLI flags.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(source, "", f"cannot read file ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(source, "", "not UTF-8 text") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(source, "", f"invalid TOML ({err})") from None
+        if "mode" not in raw.get("server", {}):
+            raise ConfigError(source, "server.mode", 'required: "dev" or "production"')
+    for key, value in _env_overrides(env):
+        _set_dotted(raw, key, value, source)
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value, source)
+    _move_plugin_tables(raw, source)
+    config = _build(Config, raw, "", source)
+    return dataclasses.replace(config, source=source)
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, Any]]:
+    found = []
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        found.append((dotted, _parse_env_value(text)))
+    return sorted(found)
+
+
+def _parse_env_value(text: str) -> Any:
+    """A TOML value if it parses as one (``8001``, ``true``, ``["a"]``), else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    table = raw
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, dotted, f"{part} is not a table")
+    table[parts[-1]] = value
+
+
+def _move_plugin_tables(raw: dict[str, Any], source: str) -> None:
+    plugins = raw.get("plugins")
+    if not isinstance(plugins, dict):
+        return
+    settings = {k: plugins.pop(k) for k in list(plugins) if isinstance(plugins[k], dict)}
+    plugins["settings"] = settings
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, prefix.rstrip("."), "expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(source, prefix + unknown[0], f"unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, value in raw.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key + ".", source)
+        else:
+            values[name] = _check(value, hint, fields[name].metadata, key, source)
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, meta: Mapping[str, Any], key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(source, key, f"expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check(value, inner, meta, key, source)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, args[0]) for v in value):
+            raise ConfigError(source, key, f"expected a list of {args[0].__name__}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, "expected a table")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(source, key, f"expected {hint.__name__}, got {type(value).__name__}")
+    low, high = meta.get("min"), meta.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(source, key, f"expected a value {span}, got {value}")
+    return value
+
+
+def enabled_plugins(config: Config) -> list[str]:
+    enabled = config.plugins.enabled
+    return list(FIRST_PARTY_PLUGINS) if enabled is None else list(enabled)
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced by ``"***"``."""
+
+    def mask(table: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                out[key] = mask(value)
+            elif key in SECRET_KEYS and value:
+                out[key] = _mask_value(key, value)
+            else:
+                out[key] = value
+        return out
+
+    data = dataclasses.asdict(config)
+    data.pop("source")
+    return mask(data)
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    if key == "url":
+        return _mask_url(value)
+    if isinstance(value, list):
+        return ["***"] * len(value)
+    return "***"
+
+
+def _mask_url(url: str) -> str:
+    # Only the password part of a URL is secret; the host is useful when debugging.
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def documented_keys() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every key; the example file is tested against it."""
+    out: list[tuple[str, Any, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+            elif f.name != "settings":
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                out.append((prefix + f.name, default, f.metadata.get("doc", "")))
+
+    walk(Config, "")
+    return out

@@ -1,0 +1,90 @@
+"""The services one app shares: config, Socket.IO server, presence, auth, plugins.
+
+It lives on ``app.ctx.gateway``; namespaces and HTTP handlers reach everything
+through it. It is also the one place that emits presence changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from .auth import TokenVerifier
+from .config import Config
+from .plugin_manager import PluginHost
+from .presence import Presence
+from .presence_model import PublicView
+
+log = logging.getLogger("sanic_rt")
+MANAGER_PING_TIMEOUT = 1.0
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def presence_room(user_id: str) -> str:
+    return f"presence:{user_id}"
+
+
+@dataclass
+class Gateway:
+    config: Config
+    sio: socketio.AsyncServer
+    presence: Presence
+    verifier: TokenVerifier
+    plugins: PluginHost
+    namespaces: list[str] = field(default_factory=list)
+    node_id: str = ""
+    started_at: float = field(default_factory=time.time)
+
+    async def publish_presence(self, changes: list[PublicView]) -> None:
+        """Send each visible change once, to its subscribers in every namespace."""
+        for change in changes:
+            payload = change.as_dict()
+            room = presence_room(change.user_id)
+            for path in self.namespaces:
+                await self.sio.emit("presence:update", payload, room=room, namespace=path)
+
+    async def push(
+        self, user_ids: Iterable[str], namespace: str, event: str, data: Any
+    ) -> tuple[int, int]:
+        """Emit ``event`` to each user's connections on ``namespace``, cluster-wide.
+
+        Returns (users, users with a live connection on that namespace).
+        """
+        ids = list(dict.fromkeys(user_ids))
+        for user_id in ids:
+            await self.sio.emit(event, data, room=user_room(user_id), namespace=namespace)
+        records = await self.presence.get_many(ids)
+        connected = sum(1 for r in records.values() if namespace in r.namespaces)
+        return len(ids), connected
+
+    async def check_manager(self) -> bool:
+        """Whether the cluster manager (if any) answers."""
+        return await _ping_manager(self.sio.manager)
+
+    async def disconnect_user(self, user_id: str) -> int:
+        """Close every connection of a user on every node; returns how many there were."""
+        record = await self.presence.get(user_id)
+        for sid, namespace in record.sids:
+            # For a sid on another node the manager forwards the disconnect there.
+            await self.sio.disconnect(sid, namespace=namespace)
+        return len(record.sids)
+
+
+async def _ping_manager(manager: Any) -> bool:
+    redis = getattr(manager, "redis", None)
+    if redis is None:
+        return True
+    try:
+        await asyncio.wait_for(redis.ping(), MANAGER_PING_TIMEOUT)
+    except Exception:
+        return False
+    return True

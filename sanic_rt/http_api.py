@@ -1,0 +1,147 @@
+"""HTTP routes of the core: health, readiness and the server-to-server API.
+
+Every ``/api/`` response uses the ack envelope. Plugin blueprints under
+``/api/`` get the same API-key check and error handling.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse, json
+
+from .backend import BackendUnavailable
+from .envelope import HTTP_STATUS, AckError, error, ok
+from .validation import IdList, validate
+
+log = logging.getLogger("sanic_rt.api")
+
+API_PREFIX = "/api/"
+MAX_QUERY_IDS = 500
+
+core = Blueprint("sanic_rt_core")
+
+
+def envelope(data: Any = None, status: int = 200) -> HTTPResponse:
+    return json(ok(data), status=status)
+
+
+def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or ``bad_request``."""
+    try:
+        body = request.json
+    except Exception:
+        raise AckError("bad_request", "body: invalid JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise AckError("bad_request", "body: expected a JSON object", field="body")
+    return body
+
+
+def gateway_of(request: Request) -> Any:
+    return request.app.ctx.gateway
+
+
+@core.get("/health")
+async def health(request: Request) -> HTTPResponse:
+    return json({"ok": True, "data": {"status": "up"}})
+
+
+@core.get("/ready")
+async def ready(request: Request) -> HTTPResponse:
+    gw = gateway_of(request)
+    parts = {"presence": "up", "cluster": "up"}
+    try:
+        await gw.presence.check()
+    except BackendUnavailable:
+        parts["presence"] = "down"
+    if not await gw.check_manager():
+        parts["cluster"] = "down"
+    down = [name for name, state in parts.items() if state == "down"]
+    if down:
+        return json(error("unavailable", f"down: {', '.join(down)}") | {"data": parts}, 503)
+    return json(ok(parts))
+
+
+@core.get("/api/v1/presence/stats")
+async def presence_stats(request: Request) -> HTTPResponse:
+    stats = await gateway_of(request).presence.stats()
+    return envelope(
+        {
+            "online_users": stats.online_users,
+            "connections": stats.connections,
+            "by_namespace": stats.by_namespace,
+        }
+    )
+
+
+@core.get("/api/v1/presence/online")
+async def presence_online(request: Request) -> HTTPResponse:
+    try:
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        raise AckError("bad_request", "limit: expected an integer", field="limit") from None
+    if not 1 <= limit <= 1000:
+        raise AckError("bad_request", "limit: expected 1..1000", field="limit")
+    users, cursor = await gateway_of(request).presence.online_users(
+        request.args.get("cursor") or None, limit
+    )
+    return envelope({"user_ids": users, "next_cursor": cursor})
+
+
+@core.post("/api/v1/presence/query")
+async def presence_query(request: Request) -> HTTPResponse:
+    payload = validate(json_body(request), {"user_ids": IdList(max_items=MAX_QUERY_IDS)})
+    records = await gateway_of(request).presence.get_many(payload["user_ids"])
+    return envelope({uid: records[uid].as_dict() for uid in payload["user_ids"]})
+
+
+@core.get("/api/v1/presence/<user_id:str>")
+async def presence_one(request: Request, user_id: str) -> HTTPResponse:
+    record = await gateway_of(request).presence.get(user_id)
+    return envelope(record.as_dict())
+
+
+@core.post("/api/v1/users/<user_id:str>/disconnect")
+async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
+    count = await gateway_of(request).disconnect_user(user_id)
+    return envelope({"connections": count})
+
+
+def install(app: Sanic, api_keys: list[str], production: bool) -> None:
+    """Add the core routes, the API-key check and the envelope error handlers."""
+    app.blueprint(core)
+    keys = [k.encode() for k in api_keys]
+    if not keys:
+        if production:
+            log.warning("no [api] keys: the HTTP API under /api/ is turned off (404)")
+        else:
+            log.warning("no [api] keys: the HTTP API under /api/ is open (dev mode)")
+
+    @app.on_request
+    async def check_api_key(request: Request) -> HTTPResponse | None:
+        if not request.path.startswith(API_PREFIX):
+            return None
+        if not keys:
+            if production:
+                return json(error("not_found", "not found"), 404)
+            return None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        presented = given.strip().encode()
+        # Compare against every key so that timing says nothing about which matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(presented, key)
+        if scheme.lower() != "bearer" or not matched:
+            return json(error("unauthorized", "missing or wrong API key"), 401)
+        return None
+
+    @app.exception(AckError)
+    async def ack_error(request: Request, exc: AckError) -> HTTPResponse:
+        return json(exc.envelope(), HTTP_STATUS.get(exc.code, 400))
+
+    @app.exception(BackendUnavailable)
+    async def unavailable(request: Request, exc: BackendUnavailable) -> HTTPResponse:
+        return json(error("unavailable", "presence storage is unavailable"), 503)

@@ -1,0 +1,261 @@
+"""The base namespace every plugin namespace inherits.
+
+Event dispatch rule: an event name maps to the method ``on_`` + the name with
+every ``:``, ``-`` and ``.`` replaced by ``_`` (``chat:message`` ->
+``on_chat_message``). A handler receives ``(sid, data)`` and returns the ack's
+``data``; raising :class:`AckError` answers with an error envelope. Every ack
+uses the one envelope; unknown events get ``not_found``; events over the rate
+limit get ``rate_limited``; an exception in a handler is logged and answered
+``internal``. The connection always stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from .auth import AuthenticatedUser, AuthError, device_from_handshake, token_from_handshake
+from .backend import BackendUnavailable
+from .envelope import AckError, error, ok
+from .gateway import presence_room, user_room
+from .presence import TooManyConnections
+from .presence_model import STATUSES
+from .validation import Choice, Id, IdList, validate
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("sanic_rt.namespace")
+
+#: events that read presence and so do not count as user activity
+PASSIVE_EVENTS = frozenset({"presence:query", "presence:subscribe", "presence:unsubscribe"})
+_TRANSLATE = str.maketrans({":": "_", "-": "_", ".": "_"})
+MAX_QUERY_IDS = 500
+
+
+def handler_name(event: str) -> str:
+    return "on_" + event.translate(_TRANSLATE)
+
+
+class TokenBucket:
+    __slots__ = ("allowance", "burst", "rate", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.allowance = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(self.burst, self.allowance + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.allowance < 1.0:
+            return False
+        self.allowance -= 1.0
+        return True
+
+
+@dataclass
+class ConnState:
+    """Per-connection state, kept in the socket's session under ``"rt"``."""
+
+    user: AuthenticatedUser
+    bucket: TokenBucket
+    subscriptions: set[str] = field(default_factory=set)
+    follows: frozenset[str] = frozenset()
+    expiry_timer: asyncio.TimerHandle | None = None
+
+
+class BaseNamespace(socketio.AsyncNamespace):
+    def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
+        super().__init__(namespace)
+        self.gateway = gateway
+        self.settings = settings
+        self.presence = gateway.presence
+        self._conns: dict[str, ConnState] = {}
+
+    # --- the one way to get the current user ------------------------------------
+
+    def user(self, sid: str) -> AuthenticatedUser:
+        return self._conns[sid].user
+
+    # --- dispatch ------------------------------------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event == "connect":
+            sid, environ = args[0], args[1]
+            return await self._connect(sid, environ, args[2] if len(args) > 2 else None)
+        if event == "disconnect":
+            return await self._disconnect(args[0])
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        state = self._conns.get(sid)
+        if state is None:
+            return error("forbidden", "not connected")
+        if not state.bucket.take():
+            return error("rate_limited", "too many events; slow down")
+        handler = getattr(self, handler_name(event), None)
+        if handler is None:
+            return error("not_found", f"unknown event {event!r}")
+        try:
+            if event not in PASSIVE_EVENTS and event != "ping":
+                await self.presence.activity(state.user.user_id, sid)
+            return ok(await handler(sid, data))
+        except AckError as err:
+            return err.envelope()
+        except BackendUnavailable:
+            return error("unavailable", "presence storage is unavailable; try again")
+        except Exception:
+            log.exception("handler for %r in %s failed", event, self.namespace)
+            return error("internal", "internal error")
+
+    # --- connect / disconnect ------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        gw = self.gateway
+        try:
+            token = token_from_handshake(environ, auth, gw.config.auth.allow_query_token)
+            user_id, claims = await gw.verifier.verify(token)
+        except AuthError as err:
+            return self._refuse(err.code, err.message)
+        user = AuthenticatedUser(
+            user_id=user_id,
+            claims=claims,
+            exp=gw.verifier.expiry(claims),
+            connected_at=time.time(),
+            device=device_from_handshake(auth),
+        )
+        if not await gw.plugins.authorize(user, self.namespace, "connect", None):
+            return self._refuse("forbidden", "connection not allowed", user_id)
+        try:
+            await self.presence.connect(user_id, sid, self.namespace, {"device": user.device})
+        except TooManyConnections:
+            limit = gw.config.auth.max_connections_per_user
+            return self._refuse("too_many_connections", f"at most {limit} connections", user_id)
+        server = gw.config.server
+        state = ConnState(user, TokenBucket(server.events_per_second, server.events_burst))
+        self._conns[sid] = state
+        await self.save_session(sid, {"rt": state})
+        await self.enter_room(sid, user_room(user_id))
+        follows = await gw.plugins.follows(user=user, namespace=self.namespace, claims=claims)
+        state.follows = frozenset(follows - {user_id})
+        for followed in state.follows:
+            await self.enter_room(sid, presence_room(followed))
+        self._schedule_expiry(sid, state)
+        await gw.plugins.notify("user_connected", user=user, namespace=self.namespace, sid=sid)
+        return True
+
+    def _refuse(self, code: str, message: str, user_id: str | None = None) -> bool:
+        who = f" user {user_id}" if user_id else ""
+        log.info("refused connection to %s%s: %s (%s)", self.namespace, who, code, message)
+        raise socketio.exceptions.ConnectionRefusedError(
+            message, {"code": code, "message": message}
+        )
+
+    async def _disconnect(self, sid: str) -> None:
+        state = self._conns.pop(sid, None)
+        if state is None:
+            return
+        if state.expiry_timer is not None:
+            state.expiry_timer.cancel()
+        try:
+            await self.presence.disconnect(state.user.user_id, sid)
+        except BackendUnavailable:
+            pass  # the entry expires after ttl; the sweeper announces it
+        await self.gateway.plugins.notify(
+            "user_disconnected", user=state.user, namespace=self.namespace, sid=sid
+        )
+
+    # --- token expiry ----------------------------------------------------------
+
+    def _schedule_expiry(self, sid: str, state: ConnState) -> None:
+        if state.expiry_timer is not None:
+            state.expiry_timer.cancel()
+            state.expiry_timer = None
+        auth = self.gateway.config.auth
+        if not auth.disconnect_on_expiry or state.user.exp is None:
+            return
+        delay = max(0.0, state.user.exp + auth.leeway - time.time())
+        state.expiry_timer = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._expire(sid))
+        )
+
+    async def _expire(self, sid: str) -> None:
+        state = self._conns.get(sid)
+        if state is None:
+            return
+        await self.emit("auth:expired", {"exp": state.user.exp}, to=sid)
+        await self.disconnect(sid)
+
+    # --- events every namespace has -------------------------------------------
+
+    async def on_ping(self, sid: str, data: Any) -> dict[str, Any]:
+        status = await self.presence.mark_user_online(self.user(sid).user_id, sid)
+        return {"status": status}
+
+    async def on_auth_refresh(self, sid: str, data: Any) -> dict[str, Any]:
+        payload = validate(data, {"token": Id(max_len=1 << 20)})
+        try:
+            user_id, claims = await self.gateway.verifier.verify(payload["token"])
+        except AuthError as err:
+            code = "token_expired" if err.code == "token_expired" else "invalid_token"
+            raise AckError(code, err.message) from None
+        state = self._conns[sid]
+        if user_id != state.user.user_id:
+            raise AckError("forbidden", "token is for another user")
+        exp = self.gateway.verifier.expiry(claims)
+        state.user = AuthenticatedUser(
+            user_id, claims, exp, state.user.connected_at, state.user.device
+        )
+        self._schedule_expiry(sid, state)
+        return {"exp": exp}
+
+    async def on_presence_query(self, sid: str, data: Any) -> dict[str, Any]:
+        payload = validate(data, {"user_ids": IdList(max_items=MAX_QUERY_IDS)})
+        return await self._snapshot(sid, payload["user_ids"])
+
+    async def on_presence_subscribe(self, sid: str, data: Any) -> dict[str, Any]:
+        limit = self.gateway.config.presence.max_subscriptions
+        payload = validate(data, {"user_ids": IdList(max_items=limit)})
+        state = self._conns[sid]
+        wanted = set(payload["user_ids"])
+        if len(state.subscriptions | wanted) > limit:
+            raise AckError("bad_request", f"at most {limit} subscriptions", field="user_ids")
+        for user_id in wanted - state.subscriptions:
+            await self.enter_room(sid, presence_room(user_id))
+        state.subscriptions |= wanted
+        return await self._snapshot(sid, payload["user_ids"])
+
+    async def on_presence_unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
+        limit = self.gateway.config.presence.max_subscriptions
+        payload = validate(data, {"user_ids": IdList(max_items=limit)})
+        state = self._conns[sid]
+        for user_id in set(payload["user_ids"]) & state.subscriptions:
+            state.subscriptions.discard(user_id)
+            if user_id not in state.follows:
+                await self.leave_room(sid, presence_room(user_id))
+        return {"user_ids": sorted(state.subscriptions)}
+
+    async def on_presence_set_status(self, sid: str, data: Any) -> dict[str, Any]:
+        payload = validate(data, {"status": Choice(choices=STATUSES)})
+        record = await self.presence.set_status(self.user(sid).user_id, payload["status"])
+        return {"status": record.status}
+
+    async def _snapshot(self, sid: str, user_ids: list[str]) -> dict[str, Any]:
+        viewer = self.user(sid).user_id
+        records = await self.presence.get_many(user_ids)
+        return {uid: records[uid].view_for(viewer) for uid in user_ids}
+
+    # --- helpers for plugin namespaces ------------------------------------------
+
+    async def authorize(self, sid: str, action: str, resource: Any) -> None:
+        """Raise ``forbidden`` unless every plugin allows ``action`` on ``resource``."""
+        if not await self.gateway.plugins.authorize(
+            self.user(sid), self.namespace, action, resource
+        ):
+            raise AckError("forbidden", f"{action} not allowed")

@@ -1,0 +1,236 @@
+"""Plugin discovery and the plugin manager.
+
+Plugins are found through entry points: ``sanic_rt.plugins`` (namespaces,
+routes, policies; chosen by ``[plugins] enabled``) and ``sanic_rt.backends``
+(presence backends; always loaded). First-party plugins come through the same
+groups as third-party ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import BackendFactory
+from .config import Config, enabled_plugins
+
+PLUGIN_GROUP = "sanic_rt.plugins"
+BACKEND_GROUP = "sanic_rt.backends"
+
+
+class PluginError(Exception):
+    """A plugin cannot be loaded or configured; ``str()`` is one line naming it."""
+
+
+class PluginConfigError(ValueError):
+    """Raised by a plugin's ``configure`` hook for an invalid ``[plugins.<name>]`` table."""
+
+
+async def await_me_maybe(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    enabled: bool
+    group: str
+    namespaces: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
+
+
+def discover(group: str = PLUGIN_GROUP) -> dict[str, Any]:
+    """Entry points of a group by name."""
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def _version(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist is not None else "?"
+
+
+class PluginHost:
+    """One plugin manager per app (tests build several apps in one process)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pm = pluggy.PluginManager("sanic_rt")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.settings: dict[str, Any] = {}
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    # --- loading -----------------------------------------------------------------
+
+    def load(self, extra: Iterable[tuple[str, Any]] = ()) -> None:
+        """Load backends, the enabled plugins, and ``extra`` (name, object) pairs."""
+        for name, ep in discover(BACKEND_GROUP).items():
+            self._register_entry_point(name, ep, BACKEND_GROUP, required=False)
+        available = discover(PLUGIN_GROUP)
+        wanted = enabled_plugins(self.config)
+        for name in wanted:
+            if name not in available:
+                raise PluginError(f"plugin {name!r}: enabled but not installed")
+            self._register_entry_point(name, available[name], PLUGIN_GROUP, required=True)
+        for name, obj in extra:
+            self.register(obj, name)
+        self._check_hooks()
+        self._configure()
+
+    def register(self, obj: Any, name: str) -> None:
+        self.pm.register(obj, name=name)
+        self.infos.setdefault(name, PluginInfo(name, "inline", True, PLUGIN_GROUP))
+
+    def _register_entry_point(self, name: str, ep: Any, group: str, required: bool) -> None:
+        try:
+            module = ep.load()
+        except Exception as err:  # a broken plugin must not take the server down unnamed
+            if not required:
+                return
+            raise PluginError(
+                f"plugin {name!r}: import failed: {type(err).__name__}: {err}"
+            ) from None
+        self.pm.register(module, name=name)
+        self.infos[name] = PluginInfo(name, _version(ep), True, group)
+
+    def _check_hooks(self) -> None:
+        # A typo in a hook name must fail loudly, not silently never run.
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as err:
+            raise PluginError(f"plugin {err.plugin_name!r}: {err}") from None
+
+    def _configure(self) -> None:
+        for impl in self.pm.hook.configure.get_hookimpls():
+            table = self.config.plugins.settings.get(impl.plugin_name, {})
+            try:
+                self.settings[impl.plugin_name] = self._call_impl(
+                    impl, settings=table, config=self.config
+                )
+            except (PluginConfigError, ValueError, TypeError) as err:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: invalid [plugins.{impl.plugin_name}]: {err}"
+                ) from None
+        for name in self.config.plugins.settings:
+            if name not in self.infos:
+                raise PluginError(f"plugin {name!r}: [plugins.{name}] given but not enabled")
+
+    @staticmethod
+    def _call_impl(impl: Any, **kwargs: Any) -> Any:
+        return impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+
+    def call_per_plugin(self, hook_name: str, make_register: Callable[[str], Any]) -> None:
+        """Call a register-callback hook on each plugin with its own settings."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            name = impl.plugin_name
+            table = self.config.plugins.settings.get(name, {})
+            self._call_impl(impl, register=make_register(name), config=self.config, settings=table)
+
+    # --- registries built from hooks ----------------------------------------------
+
+    def backends(self) -> dict[str, BackendFactory]:
+        found: dict[str, tuple[str, BackendFactory]] = {}
+
+        def make_register(plugin: str) -> Callable[[str, BackendFactory], None]:
+            def register(name: str, factory: BackendFactory) -> None:
+                if name in found:
+                    raise PluginError(
+                        f"presence backend {name!r} registered by both "
+                        f"{found[name][0]!r} and {plugin!r}"
+                    )
+                found[name] = (plugin, factory)
+
+            return register
+
+        for impl in self.pm.hook.register_backends.get_hookimpls():
+            self._call_impl(impl, register=make_register(impl.plugin_name))
+        return {name: factory for name, (_plugin, factory) in found.items()}
+
+    def namespaces(self) -> dict[str, tuple[str, type]]:
+        """path -> (plugin name, namespace class)."""
+        from .namespace import BaseNamespace
+
+        found: dict[str, tuple[str, type]] = {}
+
+        def make_register(plugin: str) -> Callable[[str, type], None]:
+            def register(path: str, namespace_class: type) -> None:
+                if not path.startswith("/"):
+                    raise PluginError(f"plugin {plugin!r}: namespace {path!r} must start with /")
+                if not (
+                    isinstance(namespace_class, type) and issubclass(namespace_class, BaseNamespace)
+                ):
+                    raise PluginError(
+                        f"plugin {plugin!r}: namespace {path} must subclass BaseNamespace"
+                    )
+                if path in found:
+                    raise PluginError(
+                        f"namespace {path} claimed by both {found[path][0]!r} and {plugin!r}"
+                    )
+                found[path] = (plugin, namespace_class)
+                self.infos[plugin].namespaces.append(path)
+
+            return register
+
+        self.call_per_plugin("register_namespaces", make_register)
+        return found
+
+    def blueprints(self) -> list[Any]:
+        found: list[Any] = []
+
+        def make_register(plugin: str) -> Callable[[Any], None]:
+            def register(blueprint: Any) -> None:
+                found.append(blueprint)
+                for route in blueprint._future_routes:
+                    uri = (blueprint.url_prefix or "") + route.uri
+                    self.infos[plugin].routes.append(f"{','.join(route.methods)} {uri}")
+
+            return register
+
+        self.call_per_plugin("register_routes", make_register)
+        return found
+
+    # --- runtime hooks ------------------------------------------------------------
+
+    async def authorize(self, user: Any, namespace: str, action: str, resource: Any) -> bool:
+        for result in self.pm.hook.authorize(
+            user=user, namespace=namespace, action=action, resource=resource
+        ):
+            if await await_me_maybe(result) is False:
+                return False
+        return True
+
+    async def follows(self, user: Any, namespace: str, claims: dict) -> set[str]:
+        followed: set[str] = set()
+        for result in self.pm.hook.follows(user=user, namespace=namespace, claims=claims):
+            ids = await await_me_maybe(result)
+            if ids:
+                followed.update(str(i) for i in ids)
+        return followed
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        for result in getattr(self.pm.hook, hook_name)(**kwargs):
+            await await_me_maybe(result)
+
+
+def plugin_listing(config: Config) -> list[PluginInfo]:
+    """Every discovered plugin, enabled or not, for ``sanic-rt plugins``."""
+    host = PluginHost(config)
+    host.load()
+    host.namespaces()
+    host.blueprints()
+    for name, ep in discover(PLUGIN_GROUP).items():
+        if name not in host.infos:
+            host.infos[name] = PluginInfo(name, _version(ep), False, PLUGIN_GROUP)
+    return sorted(host.infos.values(), key=lambda p: (p.group, p.name))

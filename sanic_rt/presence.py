@@ -1,0 +1,238 @@
+"""The presence API: one object per app, the only way anything touches presence.
+
+It keeps this node's live connections, refreshes them itself (in batches,
+every ttl/3) so that presence follows the real connection, sweeps expired
+users (a crashed node's included), runs the offline-grace timers, and hands
+every visible change to one publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .backend import BackendUnavailable, PresenceBackend, PresenceStats
+from .config import PresenceConfig
+from .presence_model import STATUSES, Connection, PresenceRecord, PublicView
+
+log = logging.getLogger("sanic_rt.presence")
+
+Publisher = Callable[[list[PublicView]], Awaitable[None]]
+SWEEP_LIMIT = 1000
+
+
+class TooManyConnections(Exception):
+    pass
+
+
+class RateLimitedLog:
+    """One warning per interval, not one per failing call."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger, self.interval = logger, interval
+        self._last = float("-inf")
+        self.suppressed = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self.suppressed += 1
+            return
+        extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
+        self.logger.warning(message + extra, *args)
+        self._last, self.suppressed = now, 0
+
+
+class Presence:
+    def __init__(
+        self,
+        backend: PresenceBackend,
+        config: PresenceConfig,
+        max_connections: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.max_connections = max_connections
+        self.clock = clock
+        self.local: dict[str, Connection] = {}  # this node's connections by sid
+        self.publisher: Publisher | None = None
+        self.available = True
+        self._warn = RateLimitedLog(log)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grace_timers: dict[str, asyncio.TimerHandle] = {}
+        self._activity_flushed: dict[str, float] = {}
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self._tasks = [
+            asyncio.create_task(self._every(self.config.ttl / 3, self.refresh_local)),
+            asyncio.create_task(self._every(self.config.sweep_interval, self.sweep)),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for timer in self._grace_timers.values():
+            timer.cancel()
+        # Leave this node's users in their grace, so that a reconnect to another
+        # node announces nothing and the sweeper settles the rest.
+        for conn in list(self.local.values()):
+            with contextlib.suppress(BackendUnavailable):
+                await self.disconnect(conn.user_id, conn.sid, schedule=False)
+        await self.backend.close()
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except BackendUnavailable:
+                pass  # already warned by _call
+            except Exception:
+                log.exception("presence job %s failed", job.__name__)
+
+    # --- the backend boundary ----------------------------------------------------
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        try:
+            result = await coro
+        except BackendUnavailable as err:
+            self.available = False
+            self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
+            raise
+        self.available = True
+        return result
+
+    async def _publish(self, changes: list[PublicView]) -> None:
+        if changes and self.publisher is not None:
+            await self.publisher(changes)
+
+    # --- connections -------------------------------------------------------------
+
+    async def connect(
+        self, user_id: str, sid: str, namespace: str, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Register a connection; raises :class:`TooManyConnections`.
+
+        While the backend is unreachable the connection is accepted and kept
+        locally; the next refresh registers it.
+        """
+        conn = Connection(user_id, sid, namespace, (meta or {}).get("device", ""))
+        self.local[sid] = conn
+        try:
+            result = await self._call(
+                self.backend.connect(conn, self.clock(), self.max_connections)
+            )
+        except BackendUnavailable:
+            return
+        if not result.accepted:
+            del self.local[sid]
+            raise TooManyConnections(user_id)
+        self._cancel_grace(user_id)
+        await self._publish(result.changes)
+
+    async def mark_user_online(self, user_id: str, sid: str) -> str:
+        """Refresh this connection and count it as activity; returns the user's status."""
+        conn = self.local.get(sid)
+        if conn is None or conn.user_id != user_id:
+            conn = Connection(user_id, sid, "", "")
+        self._activity_flushed[sid] = self.clock()
+        result = await self._call(self.backend.touch([conn], self.clock(), activity=True))
+        await self._publish(result.changes)
+        return result.statuses.get(user_id, "online")
+
+    async def activity(self, user_id: str, sid: str) -> None:
+        """Client activity other than ping; written through at most every few seconds.
+
+        An away user's first activity always passes the throttle: away comes
+        only after idle_timeout without activity, longer than the throttle.
+        """
+        throttle = min(5.0, self.config.idle_timeout / 4)
+        if self.clock() - self._activity_flushed.get(sid, float("-inf")) >= throttle:
+            with contextlib.suppress(BackendUnavailable):
+                await self.mark_user_online(user_id, sid)
+
+    async def disconnect(self, user_id: str, sid: str, schedule: bool = True) -> None:
+        self.local.pop(sid, None)
+        self._activity_flushed.pop(sid, None)
+        result = await self._call(self.backend.disconnect(user_id, sid, self.clock()))
+        await self._publish(result.changes)
+        if schedule and result.grace_until is not None:
+            self._schedule_settle(user_id, result.grace_until)
+
+    def _schedule_settle(self, user_id: str, at: float) -> None:
+        self._cancel_grace(user_id)
+        delay = max(0.0, at - self.clock()) + 0.01
+        loop = asyncio.get_running_loop()
+        self._grace_timers[user_id] = loop.call_later(
+            delay, lambda: asyncio.ensure_future(self._settle_one(user_id))
+        )
+
+    def _cancel_grace(self, user_id: str) -> None:
+        timer = self._grace_timers.pop(user_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _settle_one(self, user_id: str) -> None:
+        self._grace_timers.pop(user_id, None)
+        with contextlib.suppress(BackendUnavailable):
+            await self._publish(await self._call(self.backend.settle([user_id], self.clock())))
+
+    # --- periodic jobs -----------------------------------------------------------
+
+    async def refresh_local(self) -> None:
+        """Refresh every connection of this node, one round trip per batch."""
+        conns = list(self.local.values())
+        size = self.config.refresh_batch_size
+        for i in range(0, len(conns), size):
+            result = await self._call(self.backend.touch(conns[i : i + size], self.clock(), False))
+            await self._publish(result.changes)
+
+    async def sweep(self) -> None:
+        while True:
+            changes = await self._call(self.backend.sweep(self.clock(), SWEEP_LIMIT))
+            await self._publish(changes)
+            if len(changes) < SWEEP_LIMIT:
+                return
+
+    # --- status and queries --------------------------------------------------------
+
+    async def set_status(self, user_id: str, status: str) -> PresenceRecord:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        record, changes = await self._call(self.backend.set_status(user_id, status, self.clock()))
+        await self._publish(changes)
+        return record
+
+    async def get(self, user_id: str) -> PresenceRecord:
+        return (await self.get_many([user_id]))[user_id]
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, PresenceRecord]:
+        return await self._call(self.backend.get_many(list(user_ids), self.clock()))
+
+    async def is_online(self, user_id: str) -> bool:
+        return (await self.get(user_id)).online
+
+    async def online_count(self) -> int:
+        return await self._call(self.backend.online_count())
+
+    async def online_users(
+        self, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        return await self._call(self.backend.online_users(cursor, limit))
+
+    async def stats(self) -> PresenceStats:
+        return await self._call(self.backend.stats(self.clock()))
+
+    async def check(self) -> None:
+        await self._call(self.backend.check())

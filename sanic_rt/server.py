@@ -1,0 +1,63 @@
+"""Serving: uvicorn runs the ASGI app (Socket.IO in front of Sanic).
+
+With ``workers > 1`` uvicorn forks workers sharing one port; each builds
+its own app from the same config (passed through the environment).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import uvicorn
+
+from .app import create_app
+from .config import Config, load_config
+
+CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
+# Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
+WS_FRAME_HEADROOM = 1024
+
+
+def app_from_env() -> Any:
+    """uvicorn factory for worker processes."""
+    path = os.environ.get(CONFIG_PATH_ENV) or None
+    return create_app(load_config(path)).ctx.asgi
+
+
+def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
+    server = config.server
+    return uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port,
+        ws="websockets-sansio",
+        # permessage-deflate costs ~35 KB per connection and CPU on every frame.
+        ws_per_message_deflate=False,
+        ws_max_size=server.max_payload_bytes + WS_FRAME_HEADROOM,
+        ws_ping_interval=None,  # Engine.IO has its own heartbeat
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=server.shutdown_timeout,
+        **extra,
+    )
+
+
+def serve(config: Config, config_path: str | None) -> None:
+    if config.server.workers > 1:
+        if config_path:
+            os.environ[CONFIG_PATH_ENV] = os.path.abspath(config_path)
+        uv = uvicorn_config(config, "sanic_rt.server:app_from_env", factory=True)
+        uv.workers = config.server.workers
+        _run_workers(uv)
+        return
+    app = create_app(config)
+    uvicorn.Server(uvicorn_config(config, app.ctx.asgi)).run()
+
+
+def _run_workers(uv: uvicorn.Config) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    sock = uv.bind_socket()
+    Multiprocess(uv, target=uvicorn.Server(uv).run, sockets=[sock]).run()

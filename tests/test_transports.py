@@ -1,0 +1,38 @@
+"""The real server through its CLI: every Engine.IO transport, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+
+from tests.support.clients import make_token
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"], ["polling", "websocket"]])
+async def test_each_transport_connects_and_acks(start_server, clients, transports):
+    server = start_server()
+    client = await clients(server.url, make_token("alice"), transports=transports)
+    ack = await client.call("ping", {})
+    assert ack == {"ok": True, "data": {"status": "online"}}
+    expected = "websocket" if "websocket" in transports else "polling"
+    assert client.sio.transport() == expected
+
+
+def test_health_and_ready(start_server):
+    server = start_server()
+    for path in ("/health", "/ready"):
+        with urllib.request.urlopen(server.url + path, timeout=5) as resp:
+            assert resp.status == 200
+            assert json.load(resp)["ok"] is True
+
+
+async def test_polling_disconnect_is_prompt(start_server, clients):
+    # python-engineio leaves the pending long-poll waiting for the ping interval
+    # (25 s) after a client's close; our server wakes it (sanic_rt/sio_server.py).
+    server = start_server()
+    client = await clients(server.url, make_token("alice"), transports=["polling"])
+    await asyncio.wait_for(client.close(), timeout=5)
+    assert not client.sio.connected
