@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 from sanic_rt.presence_model import Connection, PublicView
@@ -188,7 +189,7 @@ async def test_concurrent_connects_and_disconnects_end_consistent(make_backends)
     changes += await nodes[1].sweep(T0 + 7, 100)
     # Online exactly once first, offline exactly once at the end, alternating between.
     assert changes[0].online and not changes[-1].online
-    assert all(a.online != b.online for a, b in zip(changes, changes[1:], strict=False))
+    assert all(a.online != b.online for a, b in itertools.pairwise(changes))
     record = (await nodes[2].get_many(["u1"], T0 + 7))["u1"]
     assert not record.online and record.connections == 0
     assert await nodes[2].online_count() == 0
