@@ -45,6 +45,9 @@ def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
 
 
 def serve(config: Config, config_path: str | None) -> None:
+    # Build the app once here even with workers: bad config or plugins must
+    # exit 2 from the parent, before any worker is forked.
+    app = create_app(config)
     if config.server.workers > 1:
         if config_path:
             os.environ[CONFIG_PATH_ENV] = os.path.abspath(config_path)
@@ -52,7 +55,6 @@ def serve(config: Config, config_path: str | None) -> None:
         uv.workers = config.server.workers
         _run_workers(uv)
         return
-    app = create_app(config)
     uvicorn.Server(uvicorn_config(config, app.ctx.asgi)).run()
 
 
@@ -60,4 +62,4 @@ def _run_workers(uv: uvicorn.Config) -> None:
     from uvicorn.supervisors import Multiprocess
 
     sock = uv.bind_socket()
-    Multiprocess(uv, target=uvicorn.Server(uv).run, sockets=[sock]).run()
+    Multiprocess(uv, sockets=[sock]).run()
