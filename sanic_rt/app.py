@@ -154,6 +154,9 @@ def create_app(
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
     app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
+    # TouchUp recompiles Sanic methods from source and fails when several apps
+    # share a process (tests); it only trims unused signal dispatch.
+    app.config.TOUCHUP = False
     app.ctx.config = config
     app.ctx.gateway = gateway
     http_api.install(app, keys, config.production)

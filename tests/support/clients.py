@@ -90,3 +90,25 @@ class Client:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
+
+
+async def http(
+    method: str, url: str, body: Any = None, api_key: str | None = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """One HTTP request with aiohttp (never blocks the test's event loop): (status, JSON)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with aiohttp.ClientSession() as session:
+        kwargs: dict[str, Any] = {"headers": headers}
+        if raw is not None:
+            kwargs["data"] = raw
+            headers["Content-Type"] = "application/json"
+        elif body is not None:
+            kwargs["json"] = body
+        async with session.request(method, url, **kwargs) as resp:
+            try:
+                data = await resp.json(content_type=None)
+            except ValueError:
+                data = await resp.text()
+            return resp.status, data
