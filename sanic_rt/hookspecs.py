@@ -52,12 +52,13 @@ def shutdown(app: Any) -> Any:
 
 
 @hookspec
-def authorize(user: Any, namespace: str, action: str, resource: Any) -> Any:
+def authorize(user: Any, namespace: str, action: str, resource: Any, settings: Any) -> Any:
     """Allow or deny an action: return ``False`` to deny, ``True`` or ``None`` otherwise.
 
     Any plugin's ``False`` wins. Called with ``action="connect"`` (resource
     ``None``) when a connection is made; a deny refuses it with ``forbidden``.
-    ``user`` is a :class:`sanic_rt.auth.AuthenticatedUser`.
+    ``user`` is a :class:`sanic_rt.auth.AuthenticatedUser`; ``settings`` is this
+    plugin's own settings (what its ``configure`` returned, else its table).
     """
 
 
@@ -72,11 +73,12 @@ def user_disconnected(user: Any, namespace: str, sid: str) -> Any:
 
 
 @hookspec
-def follows(user: Any, namespace: str, claims: dict) -> Any:
+def follows(user: Any, namespace: str, claims: dict, settings: Any) -> Any:
     """User ids this connection follows automatically (its automatic presence subscriptions).
 
     Return an iterable of user ids (or ``None``). Results from all plugins are
     combined as a union. Decided once, when the connection is made.
+    ``settings`` is this plugin's own settings, as for ``authorize``.
     """
 
 

@@ -131,12 +131,35 @@ class PluginHost:
     def _call_impl(impl: Any, **kwargs: Any) -> Any:
         return impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
 
+    def settings_for(self, name: str) -> Any:
+        """A plugin's settings: what its ``configure`` returned, else its raw table."""
+        configured = self.settings.get(name)
+        if configured is not None:
+            return configured
+        return self.config.plugins.settings.get(name, {})
+
     def call_per_plugin(self, hook_name: str, make_register: Callable[[str], Any]) -> None:
         """Call a register-callback hook on each plugin with its own settings."""
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             name = impl.plugin_name
-            table = self.config.plugins.settings.get(name, {})
-            self._call_impl(impl, register=make_register(name), config=self.config, settings=table)
+            self._call_impl(
+                impl,
+                register=make_register(name),
+                config=self.config,
+                settings=self.settings_for(name),
+            )
+
+    def _results_per_plugin(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        # Each implementation gets its own plugin's settings, so a policy hook
+        # (authorize, follows) reads its own config without module-level state:
+        # one process may hold several apps with different configs (tests).
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            settings = self.settings_for(impl.plugin_name)
+            results.append(self._call_impl(impl, settings=settings, **kwargs))
+        return results
 
     # --- registries built from hooks ----------------------------------------------
 
@@ -204,8 +227,8 @@ class PluginHost:
     # --- runtime hooks ------------------------------------------------------------
 
     async def authorize(self, user: Any, namespace: str, action: str, resource: Any) -> bool:
-        for result in self.pm.hook.authorize(
-            user=user, namespace=namespace, action=action, resource=resource
+        for result in self._results_per_plugin(
+            "authorize", user=user, namespace=namespace, action=action, resource=resource
         ):
             if await await_me_maybe(result) is False:
                 return False
@@ -213,7 +236,9 @@ class PluginHost:
 
     async def follows(self, user: Any, namespace: str, claims: dict) -> set[str]:
         followed: set[str] = set()
-        for result in self.pm.hook.follows(user=user, namespace=namespace, claims=claims):
+        for result in self._results_per_plugin(
+            "follows", user=user, namespace=namespace, claims=claims
+        ):
             ids = await await_me_maybe(result)
             if ids:
                 followed.update(str(i) for i in ids)

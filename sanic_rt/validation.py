@@ -74,6 +74,21 @@ class IdList(Field):
 
 
 @dataclass(frozen=True)
+class Int(Field):
+    """An integer in ``[min_value, max_value]`` (``true``/``false`` are not integers)."""
+
+    min_value: int = 0
+    max_value: int = 2**31 - 1
+
+    def check(self, value: Any, name: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(name, "expected an integer")
+        if not self.min_value <= value <= self.max_value:
+            raise _bad(name, f"expected {self.min_value}..{self.max_value}")
+        return value
+
+
+@dataclass(frozen=True)
 class Bool(Field):
     def check(self, value: Any, name: str) -> bool:
         if not isinstance(value, bool):
@@ -117,3 +132,21 @@ def validate(data: Any, schema: dict[str, Field]) -> dict[str, Any]:
             continue
         out[name] = spec.check(value, name)
     return out
+
+
+def validate_settings(table: Any, schema: dict[str, Field]) -> dict[str, Any]:
+    """A plugin's ``[plugins.<name>]`` table: :func:`validate` plus unknown keys refused.
+
+    Raises ``ValueError`` with a one-line reason (the plugin's ``configure`` hook
+    lets it propagate; start-up then exits 2 naming the plugin).
+    """
+    if not isinstance(table, dict):
+        raise ValueError("expected a table")
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        known = ", ".join(schema) or "none"
+        raise ValueError(f"{unknown[0]}: unknown key (known: {known})")
+    try:
+        return validate(table, schema)
+    except AckError as err:
+        raise ValueError(err.message) from None
