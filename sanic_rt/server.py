@@ -7,6 +7,8 @@ its own app from the same config (passed through the environment).
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Any
 
 import uvicorn
@@ -55,7 +57,15 @@ def serve(config: Config, config_path: str | None) -> None:
         uv.workers = config.server.workers
         _run_workers(uv)
         return
+    _exit_cleanly_after_shutdown()
     uvicorn.Server(uvicorn_config(config, app.ctx.asgi)).run()
+
+
+def _exit_cleanly_after_shutdown() -> None:
+    # uvicorn drains, then re-raises the captured SIGTERM with the handler that
+    # was installed before it; by default that kills us with -15. A graceful
+    # shutdown is a normal exit: status 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
 def _run_workers(uv: uvicorn.Config) -> None:

@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from tests.support.clients import make_token
+from tests.conftest import base_config
+from tests.support.clients import eventually, make_token
 
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"], ["polling", "websocket"]])
@@ -36,3 +37,16 @@ async def test_polling_disconnect_is_prompt(start_server, clients):
     client = await clients(server.url, make_token("alice"), transports=["polling"])
     await asyncio.wait_for(client.close(), timeout=5)
     assert not client.sio.connected
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+async def test_oversized_packet_closes_only_that_client(start_server, clients, transports):
+    server = start_server(base_config(server={"max_payload_bytes": 4096}))
+    victim = await clients(server.url, make_token("alice"), transports=transports)
+    bystander = await clients(server.url, make_token("bob"))
+    assert (await victim.call("ping", {"pad": "x" * 1000}))["ok"]
+    await victim.sio.emit("ping", {"pad": "x" * 20_000}, namespace="/chats")
+    await eventually(lambda: not victim.sio.connected or victim.sio.eio.state != "connected")
+    assert (await bystander.call("ping", {}))["ok"]
+    assert server.alive and "Traceback" not in server.log()
+    await victim.sio.eio.disconnect(abort=True)
