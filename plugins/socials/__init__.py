@@ -1,13 +1,79 @@
-"""The /socials namespace plugin."""
+"""The /socials namespace: friends' presence without subscribing, and social events.
+
+Each ``/socials`` connection follows the users in its own token's ``friends``
+claim (through the ``follows`` hook, so another plugin can add a deployment's
+own social graph); the core joins it to their presence rooms when it connects,
+so ``presence:update`` arrives for them on every node, invisible users hidden.
+``POST /api/v1/socials/events`` sends ``social:event`` to listed users.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
 
 from sanic_rt.hookspecs import hookimpl
+from sanic_rt.http_api import envelope, gateway_of, json_body
 from sanic_rt.namespace import BaseNamespace
+from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
+
+PATH = "/socials"
 
 
 class SocialsNamespace(BaseNamespace):
-    pass
+    """Presence events come from the base class; the follows hook does the rest."""
 
 
 @hookimpl
-def register_namespaces(register):
-    register("/socials", SocialsNamespace)
+def configure(settings: dict[str, Any]) -> dict[str, Any]:
+    return validate_settings(
+        settings,
+        {
+            "friends_claim": Id(max_len=64, optional=True, default="friends"),
+            "max_friends": Int(min_value=0, max_value=100_000, optional=True, default=1000),
+            "max_user_ids": Int(min_value=1, max_value=100_000, optional=True, default=500),
+        },
+    )
+
+
+@hookimpl
+def register_namespaces(register: Any) -> None:
+    register(PATH, SocialsNamespace)
+
+
+@hookimpl
+def follows(namespace: str, claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    if namespace != PATH:
+        return []
+    friends = claims.get(settings["friends_claim"])
+    if not isinstance(friends, list):
+        return []
+    # The token is signed, so the list is trusted; the cap bounds rooms per connection.
+    ids = [str(f) for f in friends if isinstance(f, str | int) and not isinstance(f, bool)]
+    return ids[: settings["max_friends"]]
+
+
+@hookimpl
+def register_routes(register: Any, settings: dict[str, Any]) -> None:
+    bp = Blueprint("sanic_rt_socials")
+
+    @bp.post("/api/v1/socials/events")
+    async def social_event(request: Request) -> HTTPResponse:
+        payload = validate(
+            json_body(request),
+            {
+                "user_ids": IdList(max_items=settings["max_user_ids"]),
+                "type": Id(max_len=64),
+                "data": Json(optional=True, default={}),
+            },
+        )
+        event = {"type": payload["type"], "data": payload["data"], "at": time.time()}
+        users, connected = await gateway_of(request).push(
+            payload["user_ids"], PATH, "social:event", event
+        )
+        return envelope({"users": users, "connected": connected})
+
+    register(bp)
