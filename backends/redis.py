@@ -1,0 +1,359 @@
+"""Redis presence backend: shared by every worker and node.
+
+Each operation is one round trip: a Lua script (``redis_presence.lua``, the
+rules of :class:`~sanic_rt.presence_model.UserState`) loaded once and run by
+EVALSHA, or one pipeline for reads. The script decides each online/offline
+transition atomically, so with N nodes each one is announced exactly once.
+
+Key layout. A user lives on shard ``crc32(user_id) % index_shards``; all of a
+shard's keys carry the hash tag ``{<prefix>:<shard>}``, so a per-user script
+touches one slot (Redis Cluster safe)::
+
+    <prefix>:{<prefix>:<s>}:u:<user_id>  HASH the user's state and connections
+    <prefix>:{<prefix>:<s>}:online       ZSET online users (score 0, lex order)
+    <prefix>:{<prefix>:<s>}:due          ZSET users by next deadline (the sweeper's)
+    <prefix>:{<prefix>:<s>}:ns           HASH namespace -> live connection entries
+
+Expiry is decided from the callers' clocks passed as arguments; native
+PEXPIRE on a user's hash is only a clean-up net, far beyond ttl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sanic_rt.backend import (
+    BackendUnavailable,
+    ConnectResult,
+    DisconnectResult,
+    PresenceBackend,
+    PresenceStats,
+    TouchResult,
+)
+from sanic_rt.config import ConfigError
+from sanic_rt.hookspecs import hookimpl
+from sanic_rt.presence_model import (
+    Connection,
+    PresenceRecord,
+    PublicView,
+    UserState,
+    offline_record,
+)
+
+SCRIPT = files(__package__).joinpath("redis_presence.lua").read_text(encoding="utf-8")
+
+#: errors that mean "Redis is not there right now", answered ``unavailable``
+UNAVAILABLE_ERRORS = (
+    RedisConnectionError,  # includes BusyLoadingError (a restarted Redis loading its data)
+    RedisTimeoutError,
+    ReadOnlyError,  # a replica promoted away from us during a failover
+    OSError,
+    asyncio.TimeoutError,
+)
+#: server replies that are outages, not bugs in our scripts
+UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
+
+
+def _num(raw: bytes | None) -> float | None:
+    return None if raw is None or raw == b"" else float(raw)
+
+
+def _conn_entry(raw: bytes) -> list[Any]:
+    """Decode ``<expires_at>|<len(namespace)>|<namespace><device>`` (lengths in bytes)."""
+    expires, _, rest = raw.partition(b"|")
+    length, _, rest = rest.partition(b"|")
+    n = int(length)
+    return [float(expires), rest[:n].decode(), rest[n:].decode()]
+
+
+def state_from_hash(flat: dict[bytes, bytes]) -> UserState:
+    """The UserState stored in a user's hash (as HGETALL returns it)."""
+    state = UserState()
+    for field, value in flat.items():
+        if field.startswith(b"c:"):
+            state.conns[field[2:].decode()] = _conn_entry(value)
+        elif field == b"s":
+            state.status = value.decode()
+        elif field == b"o":
+            state.online = value == b"1"
+        elif field == b"i":
+            state.idle = value == b"1"
+        elif field == b"a":
+            state.last_active = float(value)
+        elif field == b"l":
+            state.last_seen = _num(value)
+        elif field == b"p":
+            state.public_last_seen = _num(value)
+        elif field == b"g":
+            state.grace_until = _num(value)
+    return state
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _changes(rows: list[list[bytes]]) -> list[PublicView]:
+    return [
+        PublicView(uid.decode(), online == b"1", status.decode(), _num(last_seen))
+        for uid, online, status, last_seen in rows
+    ]
+
+
+class RedisBackend(PresenceBackend):
+    name = "redis"
+    shared = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config.presence.redis
+        if "{" in cfg.key_prefix or "}" in cfg.key_prefix:
+            # The prefix opens the hash tag; a brace in it would move every key's slot.
+            raise ConfigError(
+                self.config.source, "presence.redis.key_prefix", "must not contain { or }"
+            )
+        self.prefix = cfg.key_prefix
+        self.shards = cfg.index_shards
+        self.timeout = cfg.timeout
+        # One overall deadline per call, so that nothing waits on Redis for longer.
+        self.deadline = cfg.connect_timeout + cfg.timeout
+        presence = self.config.presence
+        # The clean-up net: an offline record is kept record_ttl; far beyond any deadline.
+        expire = max(presence.record_ttl, 10 * (self.timings.ttl + self.timings.offline_grace))
+        self._timing_args = [
+            repr(float(self.timings.ttl)),
+            repr(float(self.timings.offline_grace)),
+            repr(float(self.timings.idle_timeout)),
+            str(int(expire * 1000)),
+        ]
+        pool = aioredis.BlockingConnectionPool.from_url(
+            cfg.url,
+            max_connections=cfg.pool_size,
+            timeout=cfg.timeout,  # waiting for a free pooled connection
+            socket_timeout=cfg.timeout,
+            socket_connect_timeout=cfg.connect_timeout,
+            # Fail fast: the periodic refresh is our retry.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        # register_script only hashes the text; EVALSHA falls back to loading it
+        # on NOSCRIPT (a restarted or new Redis), in pipelines too.
+        self.script = self.redis.register_script(SCRIPT)
+
+    # --- keys ----------------------------------------------------------------------
+
+    def shard(self, user_id: str) -> int:
+        # crc32, not hash(): every process must agree on it.
+        return zlib.crc32(user_id.encode()) % self.shards
+
+    def _tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{{self.prefix}:{shard}}}"
+
+    def user_key(self, user_id: str) -> str:
+        return f"{self._tag(self.shard(user_id))}:u:{user_id}"
+
+    def _index_keys(self, shard: int) -> list[str]:
+        tag = self._tag(shard)
+        return [f"{tag}:online", f"{tag}:due", f"{tag}:ns"]
+
+    def _by_shard(self, user_ids: Sequence[str]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for user_id in dict.fromkeys(user_ids):
+            out.setdefault(self.shard(user_id), []).append(user_id)
+        return out
+
+    # --- the Redis boundary ----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.deadline):
+                yield
+        except UNAVAILABLE_ERRORS as err:
+            raise BackendUnavailable(f"redis: {type(err).__name__}: {err}") from None
+        except ResponseError as err:
+            if str(err).startswith(UNAVAILABLE_REPLIES):
+                raise BackendUnavailable(f"redis: {err}") from None
+            raise
+
+    def _args(self, op: str, now: float, *rest: Any) -> list[Any]:
+        return [op, repr(float(now)), *self._timing_args, *rest]
+
+    async def _run(self, shard: int, user_keys: list[str], args: list[Any]) -> list[Any]:
+        async with self._guard():
+            return await self.script(keys=self._index_keys(shard) + user_keys, args=args)
+
+    async def _run_many(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
+        """Several script calls (one per shard) in one pipelined round trip.
+
+        EVALSHA directly rather than redis-py's pipeline script support, which
+        costs a SCRIPT EXISTS round trip on every execute.
+        """
+        if not calls:
+            return []
+        if len(calls) == 1:
+            return [await self._run(*calls[0])]
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        async with self._guard():
+            for _attempt in range(2):
+                pipe = self.redis.pipeline(transaction=False)
+                for i in pending:
+                    shard, user_keys, args = calls[i]
+                    keys = self._index_keys(shard) + user_keys
+                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+                missing = []
+                for i, reply in zip(pending, replies, strict=True):
+                    if isinstance(reply, NoScriptError):
+                        missing.append(i)
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    else:
+                        results[i] = reply
+                if not missing:
+                    return results
+                # A restarted (or new) Redis: load the script once and run what did not run.
+                await self.redis.script_load(SCRIPT)
+                pending = missing
+        raise BackendUnavailable("redis: script could not be loaded")
+
+    # --- interface -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Nothing to do over the network: the server must start while Redis is down.
+        return None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def check(self) -> None:
+        async with self._guard():
+            await self.redis.ping()
+
+    async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
+        uid = conn.user_id
+        result, changes = await self._run(
+            self.shard(uid),
+            [self.user_key(uid)],
+            self._args("connect", now, uid, conn.sid, conn.namespace, conn.device, max_connections),
+        )
+        return ConnectResult(result[0] == b"1", _changes(changes))
+
+    async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
+        calls = []
+        for shard, user_ids in self._by_shard([c.user_id for c in conns]).items():
+            index = {uid: i for i, uid in enumerate(user_ids, 1)}
+            args = self._args("touch", now, "1" if activity else "0")
+            for c in conns:
+                if c.user_id in index:
+                    args += [index[c.user_id], c.user_id, c.sid, c.namespace, c.device]
+            calls.append((shard, [self.user_key(uid) for uid in user_ids], args))
+        changes: list[PublicView] = []
+        statuses: dict[str, str] = {}
+        for result, shard_changes in await self._run_many(calls):
+            changes += _changes(shard_changes)
+            statuses.update(
+                (uid.decode(), status.decode()) for uid, status in _pairs(result).items()
+            )
+        return TouchResult(changes, statuses)
+
+    async def disconnect(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        result, changes = await self._run(
+            self.shard(user_id),
+            [self.user_key(user_id)],
+            self._args("disconnect", now, user_id, sid),
+        )
+        return DisconnectResult(_changes(changes), _num(result[0]))
+
+    async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
+        calls = [
+            (shard, [self.user_key(uid) for uid in ids], self._args("settle", now, *ids))
+            for shard, ids in self._by_shard(user_ids).items()
+        ]
+        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+
+    async def sweep(self, now: float, limit: int) -> list[PublicView]:
+        """Settle due users of every shard, up to ``limit`` per shard, in one round trip."""
+        calls = [
+            (shard, [], self._args("sweep", now, limit, f"{self._tag(shard)}:u:"))
+            for shard in range(self.shards)
+        ]
+        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+
+    async def set_status(
+        self, user_id: str, status: str, now: float
+    ) -> tuple[PresenceRecord, list[PublicView]]:
+        result, changes = await self._run(
+            self.shard(user_id),
+            [self.user_key(user_id)],
+            self._args("set_status", now, user_id, status),
+        )
+        record = state_from_hash(_pairs(result)).record(user_id, now)
+        return record, _changes(changes)
+
+    async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        async with self._guard():
+            pipe = self.redis.pipeline(transaction=False)
+            for user_id in ids:
+                pipe.hgetall(self.user_key(user_id))
+            hashes = await pipe.execute()
+        return {
+            uid: state_from_hash(flat).record(uid, now) if flat else offline_record(uid)
+            for uid, flat in zip(ids, hashes, strict=True)
+        }
+
+    async def _per_shard(self, command: str, *args: Any) -> list[Any]:
+        async with self._guard():
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(self.shards):
+                key = self._index_keys(shard)[0 if command != "hgetall" else 2]
+                getattr(pipe, command)(key, *args)
+            return await pipe.execute()
+
+    async def online_count(self) -> int:
+        return sum(await self._per_shard("zcard"))
+
+    async def online_users(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        # Each shard's next limit+1 ids after the cursor hold the global next limit+1.
+        low = b"-" if cursor is None else b"(" + cursor.encode()
+        pages = await self._per_shard("zrangebylex", low, b"+", 0, limit + 1)
+        merged = sorted(uid for page in pages for uid in page)
+        page = [uid.decode() for uid in merged[:limit]]
+        return page, (page[-1] if len(merged) > limit and page else None)
+
+    async def stats(self, now: float) -> PresenceStats:
+        async with self._guard():
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(self.shards):
+                online, _due, ns = self._index_keys(shard)
+                pipe.zcard(online)
+                pipe.hgetall(ns)
+            replies = await pipe.execute()
+        online_users = sum(replies[0::2])
+        by_namespace: dict[str, int] = {}
+        for counts in replies[1::2]:
+            for ns, n in counts.items():
+                by_namespace[ns.decode()] = by_namespace.get(ns.decode(), 0) + int(n)
+        by_namespace = {ns: n for ns, n in by_namespace.items() if n > 0}
+        return PresenceStats(online_users, sum(by_namespace.values()), by_namespace)
+
+
+@hookimpl
+def register_backends(register) -> None:
+    register("redis", RedisBackend)

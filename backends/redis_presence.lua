@@ -1,0 +1,408 @@
+-- The presence rules of sanic_rt/presence_model.py (UserState), in Lua.
+--
+-- backends/redis.py prepends this file to each operation's script, so every
+-- operation loads, changes and writes back a user's whole record inside one
+-- atomic script: the online/offline transition is decided here, once, for the
+-- whole cluster. Keep each function in step with its UserState twin.
+--
+-- Keys of one shard, all sharing the hash tag {<prefix>:<shard>} (one slot):
+--   KEYS[1] online  ZSET, score 0, member user id (lex order for paging)
+--   KEYS[2] due     ZSET, score = UserState.deadline(), member user id
+--   KEYS[3] ns      HASH namespace -> live connection entries (for stats)
+--   user hash       fields s, o, i, a, l, p, g (UserState scalars) and
+--                   c:<sid> = "<expires_at>|<len(namespace)>|<namespace><device>"
+--
+-- Times are the caller's clock passed in ARGV ("now"), never Redis TIME, so
+-- the conformance suite can drive them. Numbers go back to the caller as
+-- strings: Redis truncates Lua numbers in replies to integers.
+
+local TTL, GRACE, IDLE, EXPIRE_MS
+
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+local function set_timings(ttl, grace, idle, expire_ms)
+  TTL, GRACE, IDLE, EXPIRE_MS = tonumber(ttl), tonumber(grace), tonumber(idle), expire_ms
+end
+
+-- connection entries ----------------------------------------------------------
+
+local function decode_conn(v)
+  local p1 = string.find(v, '|', 1, true)
+  local p2 = string.find(v, '|', p1 + 1, true)
+  local len = tonumber(string.sub(v, p1 + 1, p2 - 1))
+  return {
+    tonumber(string.sub(v, 1, p1 - 1)),
+    string.sub(v, p2 + 1, p2 + len),
+    string.sub(v, p2 + len + 1),
+  }
+end
+
+local function encode_conn(c)
+  return fmt(c[1]) .. '|' .. #c[2] .. '|' .. c[2] .. c[3]
+end
+
+-- Namespace counters of this shard, applied once at the end of a script.
+local ns_delta = {}
+
+local function count_ns(ns, n)
+  ns_delta[ns] = (ns_delta[ns] or 0) + n
+end
+
+local function flush_ns(ns_key)
+  for ns, n in pairs(ns_delta) do
+    if n ~= 0 and redis.call('HINCRBY', ns_key, ns, n) <= 0 then
+      redis.call('HDEL', ns_key, ns)
+    end
+  end
+  ns_delta = {}
+end
+
+-- a user's state ----------------------------------------------------------------
+
+local deadline, public_view
+
+local function load(key, uid)
+  local flat = redis.call('HGETALL', key)
+  local st = {
+    key = key, uid = uid, conns = {}, status = 'online', online = false, idle = false,
+    last_active = 0, exists = #flat > 0, dirty = {}, removed = {},
+  }
+  for i = 1, #flat, 2 do
+    local f, v = flat[i], flat[i + 1]
+    if string.sub(f, 1, 2) == 'c:' then
+      st.conns[string.sub(f, 3)] = decode_conn(v)
+    elseif f == 's' then
+      st.status = v
+    elseif f == 'o' then
+      st.online = v == '1'
+    elseif f == 'i' then
+      st.idle = v == '1'
+    elseif f == 'a' then
+      st.last_active = tonumber(v)
+    elseif f == 'l' then
+      st.last_seen = tonumber(v)
+    elseif f == 'p' then
+      st.public_last_seen = tonumber(v)
+    elseif f == 'g' then
+      st.grace_until = tonumber(v)
+    end
+  end
+  st.was_online = st.online
+  st.old_deadline = deadline(st)
+  st.before = public_view(st)
+  return st
+end
+
+local function set_conn(st, sid, c)
+  local old = st.conns[sid]
+  if old == nil then
+    count_ns(c[2], 1)
+  elseif old[2] ~= c[2] then
+    count_ns(old[2], -1)
+    count_ns(c[2], 1)
+  end
+  st.conns[sid] = c
+  st.dirty[sid] = true
+  st.removed[sid] = nil
+end
+
+local function del_conn(st, sid)
+  local old = st.conns[sid]
+  if old ~= nil then
+    count_ns(old[2], -1)
+    st.conns[sid] = nil
+    st.dirty[sid] = nil
+    st.removed[sid] = true
+  end
+end
+
+local function nconns(st)
+  local n = 0
+  for _ in pairs(st.conns) do
+    n = n + 1
+  end
+  return n
+end
+
+-- views --------------------------------------------------------------------------
+
+local function effective_status(st)
+  if not st.online then
+    return 'offline'
+  end
+  if st.status == 'online' and st.idle then
+    return 'away'
+  end
+  return st.status
+end
+
+public_view = function(st)
+  if not st.online or st.status == 'invisible' then
+    return {false, 'offline', st.public_last_seen}
+  end
+  return {true, effective_status(st), st.public_last_seen}
+end
+
+deadline = function(st)
+  local d = nil
+  for _, c in pairs(st.conns) do
+    if d == nil or c[1] < d then
+      d = c[1]
+    end
+  end
+  if st.grace_until ~= nil and (d == nil or st.grace_until < d) then
+    d = st.grace_until
+  end
+  if st.online and st.status == 'online' and not st.idle then
+    local t = st.last_active + IDLE
+    if d == nil or t < d then
+      d = t
+    end
+  end
+  return d
+end
+
+-- operations (UserState methods) ------------------------------------------------
+
+local function prune(st, now)
+  local gone = {}
+  for sid, c in pairs(st.conns) do
+    if c[1] <= now then
+      gone[#gone + 1] = sid
+    end
+  end
+  for _, sid in ipairs(gone) do
+    del_conn(st, sid)
+  end
+end
+
+local function come_online(st, now)
+  st.grace_until = nil
+  if not st.online then
+    st.online = true
+    st.idle = false
+    st.last_active = now
+  end
+end
+
+local function go_offline(st, now)
+  st.online = false
+  st.idle = false
+  st.grace_until = nil
+  st.last_seen = now
+  if st.status ~= 'invisible' then
+    st.public_last_seen = now
+  end
+end
+
+local function op_connect(st, sid, ns, device, now, max_connections)
+  prune(st, now)
+  if st.conns[sid] == nil and nconns(st) >= max_connections then
+    return false
+  end
+  set_conn(st, sid, {now + TTL, ns, device})
+  come_online(st, now)
+  st.last_active = now
+  st.idle = false
+  return true
+end
+
+local function op_touch(st, sid, ns, device, now, activity)
+  prune(st, now)
+  set_conn(st, sid, {now + TTL, ns, device})
+  come_online(st, now)
+  if activity then
+    st.last_active = now
+    st.idle = false
+  end
+end
+
+local function op_settle(st, now)
+  prune(st, now)
+  if st.online and next(st.conns) == nil then
+    if st.grace_until == nil or st.grace_until <= now then
+      go_offline(st, now)
+      return
+    end
+  end
+  if st.online and st.status == 'online' and not st.idle and st.last_active + IDLE <= now then
+    st.idle = true
+  end
+end
+
+local function op_disconnect(st, sid, now)
+  prune(st, now)
+  del_conn(st, sid)
+  if st.online and next(st.conns) == nil and st.grace_until == nil then
+    st.grace_until = now + GRACE
+  end
+  op_settle(st, now)
+end
+
+local function op_set_status(st, status, now)
+  if status == 'invisible' and st.status ~= 'invisible' and st.online then
+    -- Going invisible must look exactly like going offline.
+    st.public_last_seen = now
+  end
+  st.status = status
+  st.last_active = now
+  st.idle = false
+end
+
+-- write-back ----------------------------------------------------------------------
+
+local function bool(b)
+  return b and '1' or '0'
+end
+
+-- Write the state back, re-index it, and append the visible change (if any)
+-- to `changes` as {user_id, online "1"/"0", status, last_seen or ""}.
+local function commit(st, online_key, due_key, changes)
+  local set = {
+    's', st.status, 'o', bool(st.online), 'i', bool(st.idle), 'a', fmt(st.last_active),
+  }
+  local del = {}
+  for _, name in ipairs({'l', 'p', 'g'}) do
+    local value = ({l = st.last_seen, p = st.public_last_seen, g = st.grace_until})[name]
+    if value == nil then
+      del[#del + 1] = name
+    else
+      set[#set + 1] = name
+      set[#set + 1] = fmt(value)
+    end
+  end
+  for sid in pairs(st.dirty) do
+    set[#set + 1] = 'c:' .. sid
+    set[#set + 1] = encode_conn(st.conns[sid])
+  end
+  for sid in pairs(st.removed) do
+    del[#del + 1] = 'c:' .. sid
+  end
+  if #del > 0 then
+    redis.call('HDEL', st.key, unpack(del))
+  end
+  redis.call('HSET', st.key, unpack(set))
+  -- Only a clean-up net: presence is decided from the timestamps above.
+  redis.call('PEXPIRE', st.key, EXPIRE_MS)
+  st.dirty, st.removed = {}, {}
+
+  if st.online ~= st.was_online then
+    if st.online then
+      redis.call('ZADD', online_key, 0, st.uid)
+    else
+      redis.call('ZREM', online_key, st.uid)
+    end
+    st.was_online = st.online
+  end
+  local d = deadline(st)
+  if d ~= st.old_deadline then
+    if d == nil then
+      redis.call('ZREM', due_key, st.uid)
+    else
+      redis.call('ZADD', due_key, fmt(d), st.uid)
+    end
+    st.old_deadline = d
+  end
+  local after = public_view(st)
+  local before = st.before
+  if after[1] ~= before[1] or after[2] ~= before[2] or after[3] ~= before[3] then
+    changes[#changes + 1] = {st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or ''}
+  end
+  st.before = after
+end
+
+-- What the caller turns back into a UserState: the hash as HGETALL would return it.
+local function snapshot(st)
+  return redis.call('HGETALL', st.key)
+end
+
+-- ============================== operation ==================================
+-- ARGV[1] operation, ARGV[2] now, ARGV[3..6] ttl, offline_grace, idle_timeout,
+-- key expiry (ms); KEYS[1..3] the shard's online, due and ns keys; the rest
+-- per operation. Returns {result, changes}.
+
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+set_timings(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local online_key, due_key, ns_key = KEYS[1], KEYS[2], KEYS[3]
+local changes = {}
+local result = {}
+
+if op == 'connect' then
+  -- KEYS[4] user; ARGV[7..11] user id, sid, namespace, device, max connections
+  local st = load(KEYS[4], ARGV[7])
+  if op_connect(st, ARGV[8], ARGV[9], ARGV[10], now, tonumber(ARGV[11])) then
+    commit(st, online_key, due_key, changes)
+    result = {'1'}
+  else
+    -- Refused: nothing is written, so the pruning above is simply dropped.
+    ns_delta = {}
+    result = {'0'}
+  end
+elseif op == 'touch' then
+  -- KEYS[4..] users; ARGV[7] activity; then (user index, user id, sid, namespace, device)
+  local activity = ARGV[7] == '1'
+  local states, order = {}, {}
+  for i = 8, #ARGV, 5 do
+    local idx = tonumber(ARGV[i])
+    local st = states[idx]
+    if st == nil then
+      st = load(KEYS[3 + idx], ARGV[i + 1])
+      states[idx] = st
+      order[#order + 1] = st
+    end
+    op_touch(st, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], now, activity)
+  end
+  for _, st in ipairs(order) do
+    commit(st, online_key, due_key, changes)
+    result[#result + 1] = st.uid
+    result[#result + 1] = effective_status(st)
+  end
+elseif op == 'settle' then
+  -- KEYS[4..] users; ARGV[7..] their ids
+  for i = 4, #KEYS do
+    local st = load(KEYS[i], ARGV[i + 3])
+    if st.exists then
+      op_settle(st, now)
+      commit(st, online_key, due_key, changes)
+    end
+  end
+elseif op == 'disconnect' then
+  -- KEYS[4] user; ARGV[7..8] user id, sid. Returns {grace_until or ""}.
+  local st = load(KEYS[4], ARGV[7])
+  if st.exists then
+    op_disconnect(st, ARGV[8], now)
+    commit(st, online_key, due_key, changes)
+    result = {st.grace_until and fmt(st.grace_until) or ''}
+  else
+    result = {''}
+  end
+elseif op == 'sweep' then
+  -- ARGV[7] limit, ARGV[8] user key prefix of this shard (same hash tag).
+  local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[7]))
+  for _, uid in ipairs(due) do
+    redis.call('ZREM', due_key, uid)
+    local st = load(ARGV[8] .. uid, uid)
+    if st.exists then
+      st.old_deadline = nil -- just removed: commit re-adds it if there is still one
+      op_settle(st, now)
+      commit(st, online_key, due_key, changes)
+    else
+      -- The record was dropped by its clean-up expiry; drop its index entry too.
+      redis.call('ZREM', online_key, uid)
+    end
+  end
+elseif op == 'set_status' then
+  -- KEYS[4] user; ARGV[7..8] user id, status. Returns the record's hash.
+  local st = load(KEYS[4], ARGV[7])
+  op_set_status(st, ARGV[8], now)
+  commit(st, online_key, due_key, changes)
+  result = snapshot(st)
+else
+  return redis.error_reply('unknown presence operation ' .. tostring(op))
+end
+
+flush_ns(ns_key)
+return {result, changes}
