@@ -48,6 +48,11 @@ class PluginInfo:
     routes: list[str] = field(default_factory=list)
 
 
+def _one_line(err: Exception) -> str:
+    # pluggy's messages end with the plugin object's repr and may span lines.
+    return "; ".join(str(err).split(" in plugin ")[0].splitlines())
+
+
 def discover(group: str = PLUGIN_GROUP) -> dict[str, Any]:
     """Entry points of a group by name."""
     return {ep.name: ep for ep in entry_points(group=group)}
@@ -90,7 +95,7 @@ class PluginHost:
         self._configure()
 
     def register(self, obj: Any, name: str) -> None:
-        self.pm.register(obj, name=name)
+        self._pm_register(obj, name)
         self.infos.setdefault(name, PluginInfo(name, "inline", True, PLUGIN_GROUP))
 
     def _register_entry_point(self, name: str, ep: Any, group: str, required: bool) -> None:
@@ -102,15 +107,23 @@ class PluginHost:
             raise PluginError(
                 f"plugin {name!r}: import failed: {type(err).__name__}: {err}"
             ) from None
-        self.pm.register(module, name=name)
+        self._pm_register(module, name)
         self.infos[name] = PluginInfo(name, _version(ep), True, group)
+
+    def _pm_register(self, obj: Any, name: str) -> None:
+        # pluggy checks each hookimpl's arguments against its spec here.
+        try:
+            self.pm.register(obj, name=name)
+        except pluggy.PluginValidationError as err:
+            raise PluginError(f"plugin {name!r}: {_one_line(err)}") from None
 
     def _check_hooks(self) -> None:
         # A typo in a hook name must fail loudly, not silently never run.
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as err:
-            raise PluginError(f"plugin {err.plugin_name!r}: {err}") from None
+            name = self.pm.get_name(err.plugin) or "?"
+            raise PluginError(f"plugin {name!r}: {_one_line(err)}") from None
 
     def _configure(self) -> None:
         for impl in self.pm.hook.configure.get_hookimpls():
