@@ -1,0 +1,181 @@
+"""Memcached-only behaviour, against real memcached processes: blocking calls stay off
+the event loop, a stalled or dead server answers ``BackendUnavailable`` quickly and
+only for the keys it holds, and presence is re-populated when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sanic_rt.backend import BackendUnavailable
+from sanic_rt.config import load_config
+from sanic_rt.plugin_manager import PluginHost
+from tests.backends.conftest import TIMINGS
+from tests.backends.test_conformance import LIMIT, T0, conn, offline, online
+from tests.support.procs import Proc, memcached_process
+
+BackendMaker = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_memcached(tmp_path: Path) -> AsyncIterator[BackendMaker]:
+    """make_memcached(procs, **keys) -> a started MemcachedBackend, built as the app does."""
+    made: list[Any] = []
+
+    async def make(procs: list[Proc], **keys: Any) -> Any:
+        overrides = {
+            "presence.backend": "memcached",
+            "presence.memcached.servers": [f"127.0.0.1:{p.port}" for p in procs],
+            # Every test has its own memcached; backends made here are nodes sharing it.
+            "presence.memcached.key_prefix": "t",
+        } | {f"presence.memcached.{k}": v for k, v in keys.items()}
+        config = load_config(env={}, overrides=overrides)
+        host = PluginHost(config)
+        host.load()
+        backend = host.backends()["memcached"](config, TIMINGS)
+        await backend.start()
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.close()
+
+
+@pytest.fixture
+def two_memcached(tmp_path: Path) -> Any:
+    procs = [memcached_process(tmp_path).start(), memcached_process(tmp_path).start()]
+    yield procs
+    for proc in procs:
+        proc.stop()
+
+
+async def test_memcached_calls_run_off_the_event_loop_thread(memcached_proc, make_memcached):
+    backend = await make_memcached([memcached_proc], threads=3)
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    commands: list[str] = []
+
+    def on_call(command: str) -> None:
+        threads.append(threading.get_ident())
+        commands.append(command)
+
+    backend.on_call = on_call
+    await backend.connect(conn("u1", "s1"), T0, LIMIT)
+    await asyncio.gather(
+        *(backend.touch([conn(f"u{i}", f"s{i}")], T0 + 1, activity=True) for i in range(20))
+    )
+    await backend.disconnect("u1", "s1", T0 + 2)
+    await backend.set_status("u2", "dnd", T0 + 2)
+    await backend.get_many(["u1", "u2"], T0 + 2)
+    await backend.sweep(T0 + 100, 100)
+    await backend.online_users(None, 10)
+    await backend.stats(T0 + 2)
+    await backend.check()
+    assert {"gets_many", "add", "cas", "get_many", "version"} <= set(commands)
+    assert threads and loop_thread not in threads
+    assert len(set(threads)) <= 3  # the bounded pool, [presence.memcached] threads
+
+
+async def test_stalled_server_times_out_quickly_without_blocking_the_loop(
+    memcached_proc, make_memcached
+):
+    backend = await make_memcached([memcached_proc], timeout=0.3)
+    await backend.connect(conn("u1", "s1"), T0, LIMIT)
+    memcached_proc.signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+    try:
+        lags: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                started = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - started - 0.01)
+
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        with pytest.raises(BackendUnavailable):
+            await backend.get_many(["u1"], T0 + 1)
+        elapsed = time.perf_counter() - started
+        task.cancel()
+        assert elapsed < 2.0  # one socket timeout, not a hang
+        assert len(lags) >= 10 and max(lags) < 0.1  # the loop kept running meanwhile
+    finally:
+        memcached_proc.signal(signal.SIGCONT)
+    assert (await backend.get_many(["u1"], T0 + 1))["u1"].online
+
+
+async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make_memcached):
+    backend = await make_memcached(two_memcached, index_buckets=8)
+    other = await make_memcached(two_memcached, index_buckets=8)  # a second node
+    users = [f"user{i:02d}" for i in range(40)]
+    for i, user in enumerate(users):
+        await backend.connect(conn(user, f"s{i}"), T0, LIMIT)
+    dead = two_memcached[1]
+    dead_index = backend.addresses.index(("127.0.0.1", dead.port))
+    on_dead = {u for u in users if backend.server_index_of_user(u) == dead_index}
+    assert 0 < len(on_dead) < len(users)  # the test needs users on both servers
+    assert await backend.online_count() == len(users)
+
+    dead.kill()
+    for i, user in enumerate(users):
+        started = time.perf_counter()
+        if user in on_dead:
+            with pytest.raises(BackendUnavailable):
+                await backend.get_many([user], T0 + 1)
+            with pytest.raises(BackendUnavailable):
+                await other.touch([conn(user, f"s{i}")], T0 + 1, activity=False)
+        else:
+            assert (await backend.get_many([user], T0 + 1))[user].online
+            result = await other.touch([conn(user, f"s{i}")], T0 + 1, activity=False)
+            assert result.statuses == {user: "online"}
+        assert time.perf_counter() - started < 1.0  # refused at once, not a timeout
+    # The index spans both servers: no answer rather than a wrong number.
+    for query in (backend.online_count(), backend.online_users(None, 10), backend.stats(T0)):
+        with pytest.raises(BackendUnavailable):
+            await query
+    with pytest.raises(BackendUnavailable):
+        await backend.check()
+    with pytest.raises(BackendUnavailable):
+        await backend.sweep(T0 + 1, 100)
+    # A user on the live server goes offline normally, announced once.
+    alive_user = next(u for u in users if u not in on_dead)
+    await backend.disconnect(alive_user, f"s{users.index(alive_user)}", T0 + 2)
+    assert await other.settle([alive_user], T0 + 8) == [offline(alive_user, T0 + 8)]
+
+    dead.start()  # same port, empty: everything it held is gone
+    await backend.check()
+    assert not (await backend.get_many(sorted(on_dead), T0 + 9))[sorted(on_dead)[0]].online
+    # The periodic refresh re-creates the lost records and index entries, and
+    # announces those users online again (they were lost, so nobody saw them go).
+    live = [conn(u, f"s{i}") for i, u in enumerate(users) if u != alive_user]
+    result = await other.touch(live, T0 + 9, activity=False)
+    assert sorted(c.user_id for c in result.changes) == sorted(on_dead)
+    assert all(c == online(c.user_id) for c in result.changes)
+    records = await backend.get_many(users, T0 + 9)
+    assert all(records[u].online for u in users if u != alive_user)
+    assert await backend.online_count() == len(users) - 1
+    page, _ = await backend.online_users(None, 100)
+    assert page == sorted(u for u in users if u != alive_user)
+    stats = await backend.stats(T0 + 9)
+    assert stats.online_users == len(users) - 1 and stats.connections == len(users) - 1
+
+
+async def test_any_user_id_makes_a_valid_key(memcached_proc, make_memcached):
+    backend = await make_memcached([memcached_proc])
+    ids = ["with space", "ünïcode", "x" * 300, "tab\there", "a:b/c"]
+    for i, user in enumerate(ids):
+        assert (await backend.connect(conn(user, f"s{i}"), T0, LIMIT)).changes == [online(user)]
+    records = await backend.get_many(ids, T0 + 1)
+    assert all(records[u].online for u in ids)
+    page, _ = await backend.online_users(None, 100)
+    assert page == sorted(ids)
+    assert len({backend.user_key(u) for u in ids}) == len(ids)
+    assert all(len(backend.user_key(u)) <= 250 and " " not in backend.user_key(u) for u in ids)
