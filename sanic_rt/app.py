@@ -18,7 +18,7 @@ import socketio
 from sanic import Sanic
 
 from . import http_api
-from .auth import TokenVerifier, has_explicit_key, hmac_secret
+from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
@@ -69,7 +69,9 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             raise ConfigError(src, "auth.secret", "production mode needs an explicit key")
         secret = hmac_secret(config)
         uses_hmac = any(a.startswith("HS") for a in auth.algorithms)
-        if uses_hmac and secret and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+        # An empty secret_file counts as too short, not as no HS* key.
+        has_secret = bool(auth.secret or auth.secret_file)
+        if uses_hmac and has_secret and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
             raise ConfigError(
                 src,
                 "auth.secret",
@@ -125,6 +127,7 @@ def create_app(
     keys = api_keys(config)
     server = config.server
     quiet_socketio_logs()
+    install_log_redaction()
     sio = GatewayServer(
         async_mode="asgi",
         client_manager=_make_manager(config),
@@ -134,6 +137,9 @@ def create_app(
         ping_timeout=server.ping_timeout,
         max_http_buffer_size=server.max_payload_bytes,
         always_connect=False,
+        # In order, per connection: a chat:join must land before the chat:message
+        # sent right after it. Handlers are short (backend calls time out).
+        async_handlers=False,
         logger=False,
         engineio_logger=False,
     )

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import time
 import urllib.request
@@ -48,8 +49,13 @@ class AuthenticatedUser:
 
 
 def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) -> str:
-    """The token, by source in order: ``auth`` payload, ``Authorization`` header, ``?token=``."""
-    if isinstance(auth, dict) and auth.get("token") is not None:
+    """The token, by source in order: ``auth`` payload, ``Authorization`` header, ``?token=``.
+
+    An empty ``auth.token`` counts as absent: a signed-out web app typically
+    sends ``{token: ""}``, and ``missing_token`` tells it more than
+    ``invalid_token`` would.
+    """
+    if isinstance(auth, dict) and auth.get("token") not in (None, ""):
         token = auth["token"]
         if not isinstance(token, str):
             raise AuthError("invalid_token", "auth.token must be a string")
@@ -65,30 +71,75 @@ def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) 
     raise AuthError("missing_token", "no token: pass auth {token} or an Authorization header")
 
 
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']*")
+
+
+class RedactQueryToken(logging.Filter):
+    """Blank ``token=`` query values in log records (uvicorn logs websocket URLs).
+
+    uvicorn logs every websocket handshake as ``"WebSocket /socket.io/?...``
+    at info level, query string included; with ``allow_query_token`` that
+    would put the token in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(
+                _QUERY_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args
+            )
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _QUERY_TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach :class:`RedactQueryToken` to the loggers that print request URLs (idempotent)."""
+    for name in ("uvicorn.error", "uvicorn.access", "sanic.access", "sanic.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryToken) for f in logger.filters):
+            logger.addFilter(RedactQueryToken())
+
+
 def device_from_handshake(auth: Any) -> str:
+    """The client's self-declared device label (informational only, never identity)."""
     device = auth.get("device") if isinstance(auth, dict) else None
     return device[:64] if isinstance(device, str) else ""
 
 
 def dev_key(create: bool = True) -> str:
-    """The dev-mode signing key in ``.sanic-rt/dev.key``, created once with mode 0600."""
-    if DEV_KEY_PATH.exists():
-        return DEV_KEY_PATH.read_text().strip()
-    if not create:
-        raise ConfigError("<dev>", "auth.secret", f"no key and no {DEV_KEY_PATH}")
-    DEV_KEY_PATH.parent.mkdir(exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(DEV_KEY_PATH, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
+    """The dev-mode signing key in ``.sanic-rt/dev.key``, created once with mode 0600.
+
+    ``serve`` and ``token`` run in the same directory share it, so a newcomer's
+    tokens work without any config. O_EXCL makes creation race-free when both
+    start at once: the loser reads the winner's key.
+    """
+    if not DEV_KEY_PATH.exists():
+        if not create:
+            raise ConfigError("<dev>", "auth.secret", f"no key and no {DEV_KEY_PATH}")
+        DEV_KEY_PATH.parent.mkdir(mode=0o700, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        try:
+            fd = os.open(DEV_KEY_PATH, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key + "\n")
+            return key
+    key = DEV_KEY_PATH.read_text().strip()
+    if not key:
+        raise ConfigError(str(DEV_KEY_PATH), "", "empty dev key file: delete it to make a new one")
     return key
 
 
 def has_explicit_key(auth: AuthConfig) -> bool:
+    """Whether the config names a signing key (production refuses the dev key)."""
     return bool(auth.secret or auth.secret_file or auth.public_key_file or auth.jwks_url)
 
 
 def hmac_secret(config: Config) -> str:
+    """The HS* secret: ``secret``, ``secret_file``, else (dev only) the dev key; "" for none."""
     auth = config.auth
     if auth.secret:
         return auth.secret
@@ -112,22 +163,46 @@ def _read_key_file(config: Config, key: str, path: str) -> str:
 
 
 class JwksCache:
-    """Keys from a JWKS URL by ``kid``; fetched in a thread, refetched at most every interval."""
+    """Keys from a JWKS URL by ``kid``; fetched in a thread, refetched at most every interval.
+
+    An unknown ``kid`` triggers a refetch (key rotation), but at most once per
+    ``refetch_interval``: otherwise a client sending random kids would make us
+    hammer the identity provider. A failed fetch keeps the keys we had.
+    """
 
     def __init__(self, url: str, refetch_interval: float) -> None:
         self.url, self.refetch_interval = url, refetch_interval
-        self._keys: dict[str, Any] = {}
+        # kid -> (key, the "alg" the JWK declares or None)
+        self._keys: dict[str, tuple[Any, str | None]] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    def _fetch(self) -> dict[str, Any]:
+    def _fetch(self) -> dict[str, tuple[Any, str | None]]:
+        # Blocking I/O: always called through asyncio.to_thread.
         with urllib.request.urlopen(self.url, timeout=5) as resp:
             data = json.load(resp)
-        return {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(data).keys if k.key_id}
+        keys: dict[str, tuple[Any, str | None]] = {}
+        for jwk in data["keys"]:
+            try:
+                parsed = jwt.PyJWK(jwk)
+            except jwt.PyJWTError:
+                continue  # a key type we cannot use (as PyJWKSet skips it)
+            if parsed.key_id:
+                keys[parsed.key_id] = (parsed.key, jwk.get("alg"))
+        return keys
 
-    async def key(self, kid: str) -> Any:
-        if kid in self._keys:
-            return self._keys[kid]
+    async def key(self, kid: str, alg: str) -> Any:
+        """The key for ``kid``; raise ``invalid_token`` if unknown or meant for another alg."""
+        if kid not in self._keys:
+            await self._refetch(kid)
+        if kid not in self._keys:
+            raise AuthError("invalid_token", "unknown signing key (kid)")
+        key, declared = self._keys[kid]
+        if declared is not None and declared != alg:
+            raise AuthError("invalid_token", "algorithm does not match the signing key")
+        return key
+
+    async def _refetch(self, kid: str) -> None:
         async with self._lock:
             if (
                 kid not in self._keys
@@ -138,12 +213,11 @@ class JwksCache:
                     self._keys = await asyncio.to_thread(self._fetch)
                 except Exception as err:  # network or format: refuse the token, keep serving
                     log.warning("JWKS fetch from %s failed: %s", self.url, type(err).__name__)
-        if kid not in self._keys:
-            raise AuthError("invalid_token", "unknown signing key (kid)")
-        return self._keys[kid]
 
 
 class TokenVerifier:
+    """Verifies tokens against ``[auth]``; one per app, shared by every namespace."""
+
     def __init__(self, config: Config) -> None:
         self.auth = config.auth
         self.secret = hmac_secret(config)
@@ -165,13 +239,30 @@ class TokenVerifier:
                 raise AuthError("invalid_token", "HMAC tokens are not accepted")
             return self.secret
         if self.jwks is not None and header.get("kid"):
-            return await self.jwks.key(str(header["kid"]))
+            return await self.jwks.key(str(header["kid"]), alg)
         if self.public_key is not None:
             return self.public_key
+        if self.jwks is not None:
+            raise AuthError("invalid_token", "token has no kid")
         raise AuthError("invalid_token", "no key configured for this algorithm")
 
-    async def verify(self, token: str, now: float | None = None) -> tuple[str, dict[str, Any]]:
-        """Return (user_id, claims) or raise :class:`AuthError`."""
+    async def verify(self, token: str) -> tuple[str, dict[str, Any]]:
+        """Return (user_id, claims) or raise :class:`AuthError`.
+
+        Never raises anything else: an exception escaping a Socket.IO connect
+        handler leaves the client waiting for an answer that never comes.
+        """
+        try:
+            return await self._verify(token)
+        except AuthError:
+            raise
+        except Exception as err:
+            # The type only: exception texts may quote token fragments.
+            log.error("token verification failed unexpectedly: %s", type(err).__name__)
+            raise AuthError("invalid_token", "token could not be verified") from None
+
+    async def _verify(self, token: str) -> tuple[str, dict[str, Any]]:
+        # The size check comes first so an oversized token costs no decoding.
         if len(token.encode()) > MAX_TOKEN_BYTES:
             raise AuthError("invalid_token", f"token larger than {MAX_TOKEN_BYTES} bytes")
         try:
@@ -207,6 +298,9 @@ class TokenVerifier:
             raise AuthError("invalid_token", f"missing claim {err.claim!r}") from None
         except jwt.InvalidSignatureError:
             raise AuthError("invalid_token", "bad signature") from None
+        except jwt.exceptions.InvalidSubjectError:
+            # pyjwt checks that a present "sub" is a string, whatever user_claim is.
+            raise AuthError("invalid_token", "claim 'sub' must be a string") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("invalid_token", "malformed token") from None
         return self._user_id(claims), claims
@@ -221,6 +315,7 @@ class TokenVerifier:
         return user_id
 
     def expiry(self, claims: dict[str, Any]) -> float | None:
+        """The token's ``exp`` as epoch seconds, or None when it has none."""
         exp = claims.get("exp")
         return float(exp) if isinstance(exp, int | float) else None
 
@@ -231,8 +326,15 @@ def mint_token(
     ttl: float = 3600,
     claims: dict[str, Any] | None = None,
     private_key: str | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> str:
-    """A token the configured server accepts (for ``sanic-rt token`` and tests)."""
+    """A token the configured server accepts (for ``sanic-rt token`` and tests).
+
+    With ``private_key`` (PEM) it signs with the first allowed algorithm of the
+    key's type; otherwise with the first allowed HS* algorithm and the
+    configured secret (or the dev key). ``headers`` adds JWT header fields
+    such as ``kid``.
+    """
     now = int(time.time())
     payload: dict[str, Any] = {config.auth.user_claim: user_id, "iat": now, "exp": now + int(ttl)}
     if config.auth.issuer:
@@ -241,12 +343,34 @@ def mint_token(
         payload["aud"] = config.auth.audience
     payload.update(claims or {})
     if private_key is not None:
-        alg = next((a for a in config.auth.algorithms if not a.startswith(HMAC_PREFIX)), None)
-        if alg is None:
-            raise ConfigError(config.source, "auth.algorithms", "no asymmetric algorithm allowed")
-        return jwt.encode(payload, private_key, algorithm=alg)
+        alg = _asymmetric_alg(config, private_key)
+        return jwt.encode(payload, private_key, algorithm=alg, headers=headers)
     alg = next((a for a in config.auth.algorithms if a.startswith(HMAC_PREFIX)), None)
     secret = hmac_secret(config)
     if alg is None or not secret:
         raise ConfigError(config.source, "auth.secret", "no HMAC key: pass --private-key")
-    return jwt.encode(payload, secret, algorithm=alg)
+    return jwt.encode(payload, secret, algorithm=alg, headers=headers)
+
+
+def _asymmetric_alg(config: Config, private_key: str) -> str:
+    """The first allowed algorithm that the key's type can sign with."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(private_key.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("--private-key", "", "not an unencrypted PEM private key") from None
+    families: tuple[str, ...] = ()
+    if isinstance(key, rsa.RSAPrivateKey):
+        families = ("RS", "PS")
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        families = ("ES",)
+    elif isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        families = ("EdDSA",)
+    alg = next((a for a in config.auth.algorithms if families and a.startswith(families)), None)
+    if alg is None:
+        raise ConfigError(
+            config.source, "auth.algorithms", "no allowed algorithm signs with this private key"
+        )
+    return alg
