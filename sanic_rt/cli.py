@@ -112,6 +112,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for info in plugin_listing(config):
         state = "enabled" if info.enabled else "disabled"
         print(f"{info.name} {info.version} [{info.group}] {state}")
+        if info.error:
+            print(f"  cannot load: {info.error}")
         if info.namespaces:
             print(f"  namespaces: {', '.join(info.namespaces)}")
         if info.routes:

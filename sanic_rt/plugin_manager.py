@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -46,6 +46,7 @@ class PluginInfo:
     group: str
     namespaces: list[str] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
+    error: str = ""  # why a disabled plugin could not be loaded for the listing
 
 
 def _one_line(err: Exception) -> str:
@@ -270,5 +271,22 @@ def plugin_listing(config: Config) -> list[PluginInfo]:
     host.blueprints()
     for name, ep in discover(PLUGIN_GROUP).items():
         if name not in host.infos:
-            host.infos[name] = PluginInfo(name, _version(ep), False, PLUGIN_GROUP)
+            host.infos[name] = _probe_disabled(config, name, ep)
     return sorted(host.infos.values(), key=lambda p: (p.group, p.name))
+
+
+def _probe_disabled(config: Config, name: str, ep: Any) -> PluginInfo:
+    """What a disabled plugin would add, from a throwaway host that enables only it."""
+    plugins = replace(config.plugins, enabled=[name], settings={})
+    probe = PluginHost(config.replace(plugins=plugins))
+    try:
+        probe.load()
+        probe.namespaces()
+        probe.blueprints()
+    except PluginError as err:
+        info = PluginInfo(name, _version(ep), False, PLUGIN_GROUP)
+        info.error = str(err)
+        return info
+    info = probe.infos[name]
+    info.enabled = False
+    return info
