@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
+from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
 from .backend import BackendUnavailable
@@ -122,7 +123,7 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
 
     @app.on_request
     async def check_api_key(request: Request) -> HTTPResponse | None:
-        if not request.path.startswith(API_PREFIX):
+        if not _is_api(request):
             return None
         if not keys:
             if production:
@@ -145,3 +146,32 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
     @app.exception(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> HTTPResponse:
         return json(error("unavailable", "presence storage is unavailable"), 503)
+
+    @app.exception(Exception)
+    async def other_error(request: Request, exc: Exception) -> HTTPResponse:
+        # Every /api/ answer uses the envelope, Sanic's own 404/405/413 too.
+        # Elsewhere (/health, plugin pages) Sanic's default rendering stays.
+        if not _is_api(request):
+            return request.app.error_handler.default(request, exc)
+        status = getattr(exc, "status_code", 500) if isinstance(exc, SanicException) else 500
+        if status >= 500:
+            log.exception("error in %s %s", request.method, request.path)
+            return json(error("internal", "internal error"), status)
+        code = _CODE_FOR_STATUS.get(status, "bad_request")
+        return json(error(code, str(exc) or code), status)
+
+
+# Status -> envelope code for Sanic's own HTTP errors under /api/.
+_CODE_FOR_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
+
+
+def _is_api(request: Request) -> bool:
+    """Whether the API-key check and the envelope apply.
+
+    By path and by matched route, so a route registered under /api/ is covered
+    however the request spells its path.
+    """
+    route = request.route
+    return request.path.startswith(API_PREFIX) or (
+        route is not None and ("/" + route.path.lstrip("/")).startswith(API_PREFIX)
+    )
