@@ -17,6 +17,8 @@ venv: $(BIN)/python
 
 test-venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	# The third-party plugin example the tests load through its entry point.
+	$(BIN)/pip install -q --no-deps -e examples/polls
 
 run: venv
 	$(BIN)/sanic-rt serve
