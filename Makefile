@@ -56,7 +56,9 @@ test: test-venv system-deps js-deps lint
 
 bench: test-venv system-deps
 	$(BIN)/pip install -q -e '.[bench]'
+	@test -d bench/node_modules/socket.io || \
+		(cd bench && npm install --no-audit --no-fund --silent)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules
+	rm -rf $(VENV) $(JS_DIR)/node_modules bench/node_modules

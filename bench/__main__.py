@@ -1,0 +1,313 @@
+"""``python -m bench`` (``make bench``): every measurement, then JSON, markdown and a chart.
+
+Environment:
+  BENCH_SCALE=0.05   scale client counts and durations down (development runs; results
+                     then go to bench/results/scaled/, which git ignores)
+  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster
+  BENCH_OUT=DIR      write results there instead
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import backends, report, sockets
+from .procs import Proc, cores, free_port, memcached_proc, redis_proc
+from .sockets import Context, Target
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECTIONS = ("storm", "pings", "fanout", "backends", "cluster")
+STORM_SIZES = (1000, 5000)
+PING_CLIENTS = (500, 2000)
+FANOUT_SUBSCRIBERS = 1000
+FANOUT_GRACE = 1.0
+CROSS_NODE_MESSAGES = 200
+
+
+def scaled(n: int, scale: float, minimum: int = 20) -> int:
+    return max(minimum, round(n * scale))
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+def _npm_version(package: str) -> str:
+    path = BENCH_DIR / "node_modules" / package / "package.json"
+    return json.loads(path.read_text())["version"] if path.exists() else "not installed"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    packages = ("python-socketio", "python-engineio", "sanic", "uvicorn", "websockets", "redis")
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": _version(["node", "--version"]),
+        "redis_server": _version(["redis-server", "--version"]),
+        "memcached": _version(["memcached", "--version"]),
+        "packages": {p: _pkg_version(p) for p in packages}
+        | {
+            "pymemcache": _pkg_version("pymemcache"),
+            "socket.io (npm)": _npm_version("socket.io"),
+            "socket.io-client (npm)": _npm_version("socket.io-client"),
+        },
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def installed_backend_names() -> set[str]:
+    return set(backends.installed_backends())
+
+
+class Bench:
+    def __init__(self, scale: float, only: set[str], workdir: Path) -> None:
+        server_cpus, load_cpus = cores()
+        self.ctx = Context(workdir, server_cpus, load_cpus, scale)
+        self.scale = scale
+        self.only = only
+        self.results: dict[str, Any] = {"notes": [], "errors": {}}
+        self.redis: Proc | None = None
+        self.backend_names = installed_backend_names()
+
+    def note(self, text: str) -> None:
+        print(f"  note: {text}", flush=True)
+        self.results["notes"].append(text)
+
+    def section(self, name: str, fn: Callable[[], Any]) -> None:
+        if name not in self.only:
+            return
+        print(f"== {name}", flush=True)
+        t0 = time.monotonic()
+        try:
+            self.results[name] = fn()
+        except Exception as err:  # record it and carry on: the other sections still count
+            traceback.print_exc()
+            self.results["errors"][name] = f"{type(err).__name__}: {err}"
+        print(f"   {name}: {time.monotonic() - t0:.0f}s", flush=True)
+
+    # --- the servers -------------------------------------------------------------
+
+    def targets(self) -> list[Target]:
+        ctx = self.ctx
+        found = [sockets.sanic_rt_target(ctx, "sanic-rt-memory", presence={"backend": "memory"})]
+        redis_target = self.sanic_rt_redis("sanic-rt-redis")
+        if redis_target:
+            found.append(redis_target)
+        found += [
+            sockets.bare_target(ctx, "asgi"),
+            sockets.bare_target(ctx, "sanic"),
+            sockets.node_target(ctx),
+        ]
+        return found
+
+    def sanic_rt_redis(self, name: str, **sections: Any) -> Target | None:
+        if "redis" not in self.backend_names:
+            self.note("sanic-rt with the Redis backend skipped: sanic_rt.backends.redis missing")
+            return None
+        if self.redis is None:
+            self.note("sanic-rt with the Redis backend skipped: redis-server is not on PATH")
+            return None
+        url = f"redis://127.0.0.1:{self.redis.port}/0"
+        presence = {"backend": "redis", "redis": {"url": url}, **sections.pop("presence", {})}
+        base = sockets.sanic_rt_target(self.ctx, name, presence=presence, **sections)
+        redis_port = self.redis.port
+
+        def make(port: int) -> Proc:
+            _flush_redis(redis_port)  # each server starts from an empty store
+            return base.make(port)
+
+        return Target(name, make)
+
+    # --- the sections ------------------------------------------------------------
+
+    def storm(self) -> list[dict[str, Any]]:
+        rows = []
+        for n in STORM_SIZES:
+            for target in self.targets():
+                size = scaled(n, self.scale)
+                print(f"   storm {target.name} n={size}", flush=True)
+                rows.append(sockets.storm(self.ctx, target, size))
+        return rows
+
+    def pings(self) -> list[dict[str, Any]]:
+        rows = []
+        for n in PING_CLIENTS:
+            for target in self.targets():
+                size = scaled(n, self.scale)
+                print(f"   pings {target.name} clients={size}", flush=True)
+                row = sockets.pings(self.ctx, target, size)
+                row["nominal_clients"] = n
+                rows.append(row)
+        return rows
+
+    def fanout(self) -> list[dict[str, Any]]:
+        fast = {"offline_grace": FANOUT_GRACE}
+        targets = [
+            sockets.sanic_rt_target(
+                self.ctx, "sanic-rt-memory", presence={"backend": "memory", **fast}
+            )
+        ]
+        redis_target = self.sanic_rt_redis("sanic-rt-redis", presence=fast)
+        if redis_target:
+            targets.append(redis_target)
+        rows = []
+        for target in targets:
+            n = scaled(FANOUT_SUBSCRIBERS, self.scale)
+            print(f"   fanout {target.name} subscribers={n}", flush=True)
+            rows.append(sockets.fanout(self.ctx, target, n, FANOUT_GRACE))
+        return rows
+
+    def backends(self) -> dict[str, Any]:
+        memcached = memcached_proc(self.ctx.workdir, self.ctx.load_cpus)
+        seconds = max(0.3, 1.5 * self.scale)
+        # The storage servers get the generator's core, this process the server's.
+        previous = os.sched_getaffinity(0)
+        try:
+            if memcached:
+                memcached.start()
+            os.sched_setaffinity(0, self.ctx.server_cpus)
+            redis_port = self.redis.port if self.redis else None
+            _flush_redis(redis_port)
+            return _run_async(
+                backends.run(seconds, redis_port, memcached.port if memcached else None)
+            )
+        finally:
+            os.sched_setaffinity(0, previous)
+            if memcached:
+                memcached.stop()
+
+    def cluster(self) -> dict[str, Any]:
+        target = self.sanic_rt_redis("sanic-rt-node", cluster={"manager": "redis"})
+        if target is None:
+            return {"skipped": "needs the Redis backend and redis-server"}
+        node_a = target.make(free_port())
+        node_b = target.make(free_port())
+        try:
+            # _flush_redis ran for each make(); start both only now.
+            node_a.start()
+            node_b.start()
+            messages = scaled(CROSS_NODE_MESSAGES, self.scale)
+            result = sockets.cross_node(self.ctx, node_a, node_b, messages)
+        finally:
+            node_a.stop()
+            node_b.stop()
+        for note in result.pop("notes", []):
+            self.note(note)
+        return result
+
+    def run(self) -> dict[str, Any]:
+        self.results["machine"] = machine()
+        self.results["scale"] = self.scale
+        self.results["pinning"] = {
+            "server_cpus": sorted(self.ctx.server_cpus),
+            "load_cpus": sorted(self.ctx.load_cpus),
+        }
+        redis = redis_proc(self.ctx.workdir, self.ctx.server_cpus)
+        try:
+            if redis:
+                self.redis = redis.start()
+            for name in SECTIONS:
+                self.section(name, getattr(self, name))
+        finally:
+            if redis:
+                redis.stop()
+        self.results["machine"]["load_average_at_end"] = os.getloadavg()
+        return self.results
+
+
+def _flush_redis(port: int | None) -> None:
+    if port is None:
+        return
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+def _run_async(coro: Any) -> Any:
+    # The servers run under uvloop (uvicorn's "auto" picks it); so do the in-process benches.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def main() -> int:
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    only = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(",")))
+    if unknown := only - set(SECTIONS):
+        print(f"BENCH_ONLY: unknown sections {sorted(unknown)}; have {SECTIONS}", file=sys.stderr)
+        return 2
+    if shutil.which("node") is None or not (BENCH_DIR / "node_modules" / "socket.io").exists():
+        print("node and bench/node_modules are needed: run `make bench`", file=sys.stderr)
+        return 2
+    default_out = BENCH_DIR / "results" / ("" if scale == 1 else "scaled")
+    out_dir = Path(os.environ.get("BENCH_OUT", default_out))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.date.today().isoformat()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="sanic-rt-bench-"))
+    print(f"bench: scale {scale}, sections {sorted(only)}, logs in {workdir}", flush=True)
+    try:
+        results = Bench(scale, only, workdir).run()
+    except BaseException:
+        print(f"bench failed; logs kept in {workdir}", file=sys.stderr)
+        raise
+    results["date"] = stamp
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    results["ratios"] = report.ratios(results)
+    json_path = out_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path = out_dir / f"{stamp}.md"
+    png_path = out_dir / f"{stamp}.png"
+    report.chart(results, png_path)
+    md_path.write_text(report.markdown(results, png_path.name))
+    if results["errors"]:
+        print(f"bench: sections failed: {results['errors']}; logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"bench: {results['wall_seconds']}s; wrote {json_path}, {md_path}, {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

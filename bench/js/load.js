@@ -1,0 +1,300 @@
+// Load generator for make bench: many socket.io-client connections in one node process.
+//
+// Usage: node load.js '<json options>'; the HS256 secret comes from BENCH_JWT_SECRET (never argv,
+// which other users can read in ps). Reports are JSON lines on stdout; the Python driver reads
+// them and samples the server's CPU and RSS between them. Every phase is bounded in time: the
+// process exits by itself after opts.maxSeconds whatever happens.
+"use strict";
+
+const crypto = require("crypto");
+const readline = require("readline");
+const { io } = require("socket.io-client");
+
+const opts = JSON.parse(process.argv[2]);
+const SECRET = process.env.BENCH_JWT_SECRET || "";
+const now = () => performance.now();
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+const hardStop = setTimeout(() => {
+  emit({ event: "error", message: `hard time limit ${opts.maxSeconds}s reached` });
+  process.exit(3);
+}, opts.maxSeconds * 1000);
+hardStop.unref();
+
+function b64url(buf) {
+  return Buffer.from(buf).toString("base64").replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+// The servers under test accept HS256; signing here keeps 5,000 tokens off the command line.
+function token(userId) {
+  const iat = Math.floor(Date.now() / 1000);
+  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const body = b64url(JSON.stringify({ sub: userId, iat, exp: iat + 3600 }));
+  const sig = b64url(crypto.createHmac("sha256", SECRET).update(`${head}.${body}`).digest());
+  return `${head}.${body}.${sig}`;
+}
+
+function pct(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function summary(values) {
+  const s = Float64Array.from(values).sort();
+  return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), max: s.length ? s[s.length - 1] : null };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function open(url, namespace, userId) {
+  return io(url + namespace, {
+    transports: ["websocket"],
+    forceNew: true,
+    reconnection: false,
+    timeout: 20000,
+    auth: { token: token(userId) },
+  });
+}
+
+// Connect n sockets with at most `concurrency` handshakes in flight; returns sockets and latencies.
+async function connectMany(url, namespace, prefix, n, concurrency, onSocket) {
+  const sockets = new Array(n);
+  const latencies = [];
+  let failures = 0;
+  let next = 0;
+  const started = now();
+  async function worker() {
+    while (next < n) {
+      const i = next++;
+      const t0 = now();
+      const sock = open(url, namespace, `${prefix}${i}`);
+      if (onSocket) onSocket(sock, i);
+      sockets[i] = sock;
+      const ok = await new Promise((resolve) => {
+        sock.once("connect", () => resolve(true));
+        sock.once("connect_error", () => resolve(false));
+      });
+      if (ok) latencies.push(now() - t0);
+      else failures++;
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  const seconds = (now() - started) / 1000;
+  return { sockets, latencies, failures, seconds };
+}
+
+function closeAll(sockets) {
+  for (const s of sockets) if (s) s.disconnect();
+}
+
+function waitLine(expected, ms) {
+  return new Promise((resolve) => {
+    const rl = readline.createInterface({ input: process.stdin });
+    const timer = setTimeout(() => { rl.close(); resolve(false); }, ms);
+    rl.on("line", (line) => {
+      if (line.trim() === expected) { clearTimeout(timer); rl.close(); resolve(true); }
+    });
+    rl.on("close", () => { clearTimeout(timer); resolve(false); });
+  });
+}
+
+// (1) Connection storm: connect, report, hold idle until the driver has read the RSS.
+async function storm() {
+  const r = await connectMany(opts.url, opts.namespace, opts.prefix, opts.n, opts.concurrency);
+  const lat = summary(r.latencies);
+  emit({
+    event: "connected",
+    connected: r.latencies.length,
+    failures: r.failures,
+    seconds: r.seconds,
+    connects_per_s: r.latencies.length / r.seconds,
+    p50_ms: lat.p50,
+    p99_ms: lat.p99,
+  });
+  await waitLine("close", opts.holdSeconds * 1000);
+  closeAll(r.sockets);
+  emit({ event: "done" });
+}
+
+// (2) Back-to-back acked pings from every connection; a warm-up, then a measured window.
+async function pings() {
+  const r = await connectMany(opts.url, opts.namespace, opts.prefix, opts.n, opts.concurrency);
+  emit({ event: "ready", connected: r.latencies.length, failures: r.failures });
+  let measuring = false;
+  let running = true;
+  let acks = 0;
+  let errors = 0;
+  let timeouts = 0;
+  const latencies = [];
+  const errorCodes = {};
+  async function loop(sock) {
+    while (running && sock.connected) {
+      const t0 = now();
+      let res;
+      try {
+        res = await sock.timeout(opts.ackTimeoutMs).emitWithAck("ping", {});
+      } catch (e) {
+        if (measuring) timeouts++;
+        continue;
+      }
+      if (!measuring) continue;
+      if (res && res.ok) {
+        acks++;
+        latencies.push(now() - t0);
+      } else {
+        errors++;
+        const code = (res && res.error && res.error.code) || "unknown";
+        errorCodes[code] = (errorCodes[code] || 0) + 1;
+      }
+    }
+  }
+  const loops = r.sockets.filter((s) => s && s.connected).map(loop);
+  await sleep(opts.warmupSeconds * 1000);
+  measuring = true;
+  const t0 = now();
+  emit({ event: "measuring" });
+  await sleep(opts.seconds * 1000);
+  measuring = false;
+  const seconds = (now() - t0) / 1000;
+  const lat = summary(latencies);
+  emit({
+    event: "result",
+    clients: loops.length,
+    acks,
+    errors,
+    error_codes: errorCodes,
+    timeouts,
+    seconds,
+    acks_per_s: acks / seconds,
+    p50_ms: lat.p50,
+    p99_ms: lat.p99,
+  });
+  running = false;
+  await Promise.race([Promise.all(loops), sleep(opts.ackTimeoutMs)]);
+  closeAll(r.sockets);
+  emit({ event: "done" });
+}
+
+// (3) Presence fan-out: n subscribers watch the target users; each round one target connects
+// (-> online at every subscriber), then disconnects (-> offline after the grace).
+async function fanout() {
+  const targets = Array.from({ length: opts.rounds }, (_, i) => `${opts.prefix}target${i}`);
+  const arrivals = new Map(); // "user:online" -> [arrival times]
+  const onSocket = (sock) => {
+    sock.on("presence:update", (u) => {
+      const key = `${u.user_id}:${u.online}`;
+      if (!arrivals.has(key)) arrivals.set(key, []);
+      arrivals.get(key).push(now());
+    });
+  };
+  const r = await connectMany(opts.url, opts.namespace, `${opts.prefix}sub`, opts.n, opts.concurrency, onSocket);
+  const subs = r.sockets.filter((s) => s && s.connected);
+  await Promise.all(subs.map((s) => s.timeout(30000).emitWithAck("presence:subscribe", { user_ids: targets })));
+  emit({ event: "ready", subscribers: subs.length });
+  const online = [];
+  const offline = [];
+  let missing = 0;
+  async function waitFor(key, count, ms) {
+    const deadline = now() + ms;
+    while (now() < deadline && (arrivals.get(key) || []).length < count) await sleep(2);
+    return arrivals.get(key) || [];
+  }
+  for (const user of targets) {
+    const t0 = now();
+    const sock = open(opts.url, opts.namespace, user);
+    const on = await waitFor(`${user}:true`, subs.length, opts.roundTimeoutMs);
+    missing += subs.length - on.length;
+    for (const t of on) online.push(t - t0);
+    await sleep(50);
+    const tDisconnect = now();
+    sock.disconnect();
+    const graceEnd = tDisconnect + opts.graceSeconds * 1000;
+    const off = await waitFor(`${user}:false`, subs.length, opts.graceSeconds * 1000 + opts.roundTimeoutMs);
+    missing += subs.length - off.length;
+    for (const t of off) offline.push(t - graceEnd);
+  }
+  const a = summary(online);
+  const b = summary(offline);
+  emit({
+    event: "result",
+    subscribers: subs.length,
+    rounds: targets.length,
+    missing,
+    online_p50_ms: a.p50,
+    online_p99_ms: a.p99,
+    offline_p50_ms: b.p50,
+    offline_p99_ms: b.p99,
+  });
+  closeAll(r.sockets);
+  emit({ event: "done" });
+}
+
+// (5) Cross-node latency: a sender on node B, a receiver on node A, in one conversation
+// (chat:message); without the chats plugin's chat:message, a presence:update across nodes.
+async function crossNode() {
+  const conv = `${opts.prefix}conv`;
+  const receiver = open(opts.urlA, "/chats", `${opts.prefix}rx`);
+  const sender = open(opts.urlB, "/chats", `${opts.prefix}tx`);
+  await Promise.all([receiver, sender].map((s) => new Promise((res, rej) => {
+    s.once("connect", res);
+    s.once("connect_error", rej);
+  })));
+  const joinA = await receiver.timeout(5000).emitWithAck("chat:join", { conversation_id: conv });
+  const joinB = await sender.timeout(5000).emitWithAck("chat:join", { conversation_id: conv });
+  const latencies = [];
+  let mode = "chat:message";
+  let missing = 0;
+  if (joinA && joinA.ok && joinB && joinB.ok) {
+    const pending = new Map();
+    receiver.on("chat:message", (m) => {
+      const resolve = pending.get(m.client_id);
+      if (resolve) resolve();
+    });
+    for (let i = 0; i < opts.messages; i++) {
+      const clientId = `m${i}`;
+      const t0 = now();
+      const got = new Promise((resolve) => pending.set(clientId, resolve));
+      const ack = await sender.timeout(5000).emitWithAck("chat:message", {
+        conversation_id: conv, text: "hello", client_id: clientId,
+      });
+      if (!(ack && ack.ok)) { mode = `chat:message refused: ${JSON.stringify(ack.error)}`; break; }
+      const ok = await Promise.race([got.then(() => true), sleep(opts.roundTimeoutMs).then(() => false)]);
+      pending.delete(clientId);
+      if (ok) latencies.push(now() - t0);
+      else missing++;
+    }
+  } else {
+    mode = "presence:update";
+    const reason = (joinA && joinA.error && joinA.error.code) || "no ack";
+    const users = Array.from({ length: opts.messages }, (_, i) => `${opts.prefix}p${i}`);
+    const seen = new Map();
+    receiver.on("presence:update", (u) => { if (u.online) seen.set(u.user_id, now()); });
+    await receiver.timeout(5000).emitWithAck("presence:subscribe", { user_ids: users });
+    for (const user of users) {
+      const t0 = now();
+      const sock = open(opts.urlB, "/chats", user);
+      const deadline = t0 + opts.roundTimeoutMs;
+      while (!seen.has(user) && now() < deadline) await sleep(1);
+      if (seen.has(user)) latencies.push(seen.get(user) - t0);
+      else missing++;
+      sock.disconnect();
+    }
+    emit({ event: "note", message: `chat:join answered ${reason}; measured cross-node presence:update` });
+  }
+  const s = summary(latencies);
+  emit({ event: "result", mode, samples: s.n, missing, p50_ms: s.p50, p99_ms: s.p99 });
+  receiver.disconnect();
+  sender.disconnect();
+  emit({ event: "done" });
+}
+
+const modes = { storm, pings, fanout, crossNode };
+modes[opts.mode]()
+  .then(() => process.exit(0))
+  .catch((err) => {
+    emit({ event: "error", message: String(err && err.stack || err) });
+    process.exit(1);
+  });

@@ -1,0 +1,367 @@
+"""The report: headline ratios, targets met or missed, a markdown table and a PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SANIC_RT = ("sanic-rt-memory", "sanic-rt-redis")
+BARE_SAME_MODE = "bare-asgi"  # sanic-rt's serving mode, and the fastest plain configuration
+TOP_CLIENTS = 2000
+TOP_STORM = 5000
+
+
+def _find(rows: list[dict[str, Any]], server: str, **match: Any) -> dict[str, Any] | None:
+    for row in rows or []:
+        if row.get("server") == server and all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """sanic-rt / bare and sanic-rt / Node, per second and per server CPU-second."""
+    out: dict[str, Any] = {}
+    pings = results.get("pings") or []
+    for clients in sorted({r["nominal_clients"] for r in pings}):
+        for metric in ("acks_per_server_cpu_s", "acks_per_s"):
+            table = {}
+            for mine in SANIC_RT:
+                row = _find(pings, mine, nominal_clients=clients)
+                if row is None:
+                    continue
+                for other in ("bare-asgi", "bare-sanic", "node"):
+                    ref = _find(pings, other, nominal_clients=clients)
+                    if ref is not None:
+                        table[f"{mine} / {other}"] = _div(row[metric], ref[metric])
+            bare, node = (_find(pings, s, nominal_clients=clients) for s in ("bare-asgi", "node"))
+            if bare and node:
+                table["bare-asgi / node"] = _div(bare[metric], node[metric])
+            out[f"{metric}@{clients}"] = table
+    storm = results.get("storm") or []
+    for n in sorted({r["n"] for r in storm}):
+        table = {}
+        for mine in SANIC_RT:
+            row = _find(storm, mine, n=n)
+            for other in ("bare-asgi", "bare-sanic", "node"):
+                ref = _find(storm, other, n=n)
+                if row and ref:
+                    table[f"{mine} / {other}"] = _div(
+                        row["connects_per_server_cpu_s"], ref["connects_per_server_cpu_s"]
+                    )
+        out[f"connects_per_server_cpu_s@{n}"] = table
+    return out
+
+
+def _top(rows: list[dict[str, Any]], key: str) -> Any:
+    values = sorted({r[key] for r in rows or []})
+    return values[-1] if values else None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target from issue 8 with the measured value; None where it was not measured."""
+    found: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, goal: float, higher_is_better: bool = True) -> None:
+        met = None
+        if value is not None:
+            met = value >= goal if higher_is_better else value <= goal
+        op = ">=" if higher_is_better else "<="
+        found.append({"target": name, "goal": f"{op} {goal:g}", "value": value, "met": met})
+
+    pings = results.get("pings") or []
+    top = _top(pings, "nominal_clients")
+    r = (results.get("ratios") or {}).get(f"acks_per_server_cpu_s@{top}", {})
+    for mine in SANIC_RT:
+        label = mine.removeprefix("sanic-rt-")
+        add(
+            f"acks/server CPU-s @{top} clients, sanic-rt ({label}) / bare, same serving mode",
+            r.get(f"{mine} / bare-asgi"),
+            0.9,
+        )
+        add(
+            f"acks/server CPU-s @{top} clients, sanic-rt ({label}) / fastest bare "
+            "(ASGI, deflate off)",
+            r.get(f"{mine} / bare-asgi"),
+            1.0,
+        )
+        add(
+            f"acks/server CPU-s @{top}, sanic-rt ({label}) / Node (stretch)",
+            r.get(f"{mine} / node"),
+            0.5,
+        )
+    storm = results.get("storm") or []
+    n = _top(storm, "n")
+    for mine in SANIC_RT:
+        row = _find(storm, mine, n=n)
+        if row:
+            label = mine.removeprefix("sanic-rt-")
+            add(
+                f"RSS KB per idle connection, sanic-rt ({label}), N={n}",
+                row["rss_per_conn_kb"],
+                40,
+                False,
+            )
+    for row in results.get("fanout") or []:
+        label = row["server"].removeprefix("sanic-rt-")
+        subs = row["subscribers"]
+        add(
+            f"fan-out p99 ms, connect -> {subs} subscribers ({label})",
+            row["online_p99_ms"],
+            100,
+            False,
+        )
+        add(
+            f"fan-out p99 ms, end of grace -> {subs} subscribers ({label})",
+            row["offline_p99_ms"],
+            100,
+            False,
+        )
+    redis = ((results.get("backends") or {}).get("backends") or {}).get("redis")
+    if redis:
+        add(
+            "Redis heartbeat / PING floor @ concurrency 64",
+            redis["heartbeat@64"].get("ratio_to_floor"),
+            0.5,
+        )
+    return found
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict[str, Any], chart_name: str) -> str:
+    m = results["machine"]
+    out = [f"# sanic-rt benchmark, {results['date']}\n"]
+    out.append(
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}; "
+        f"Python {m['python']}, node {m['node']}. Server pinned to CPU "
+        f"{results['pinning']['server_cpus']}, load generator to {results['pinning']['load_cpus']}."
+        f" Scale {results['scale']}; wall time {results.get('wall_seconds')} s; load average "
+        f"{_fmt(m['load_average_at_start'][0])} at start, {_fmt(m['load_average_at_end'][0])} at "
+        "end (a shared machine: ratios measured side by side are what to compare).\n"
+    )
+    out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".\n")
+    out.append(f"![headline ratios]({chart_name})\n")
+    out.append("## Targets (issue 8)\n")
+    rows = [[t["target"], t["goal"], t["value"], t["met"]] for t in targets(results)]
+    out.append(_table(["target", "goal", "measured", "met"], rows))
+    if results.get("ratios"):
+        out.append("## Ratios\n")
+        rows = []
+        for metric, table in results["ratios"].items():
+            rows += [[metric, pair, value] for pair, value in table.items()]
+        out.append(_table(["metric", "servers", "ratio"], rows))
+    if results.get("pings"):
+        out.append(
+            "## (2) Acked pings, back to back\n\n`bare-asgi` is bare python-socketio in "
+            "sanic-rt's own serving mode (ASGI under uvicorn, websockets-sansio, "
+            "permessage-deflate off), which is also the fastest plain configuration; "
+            '`bare-sanic` is `AsyncServer(async_mode="sanic")` for reference.\n'
+        )
+        rows = [
+            [
+                r["server"],
+                r["clients"],
+                r["acks_per_s"],
+                r["acks_per_server_cpu_s"],
+                r["server_cpu_share"],
+                r["load_cpu_share"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["errors"] + r["timeouts"],
+            ]
+            for r in results["pings"]
+        ]
+        out.append(
+            _table(
+                [
+                    "server",
+                    "clients",
+                    "acks/s",
+                    "acks/server CPU-s",
+                    "server CPU",
+                    "load CPU",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                ],
+                rows,
+            )
+        )
+    if results.get("storm"):
+        out.append("## (1) Connection storm to /chats\n")
+        rows = [
+            [
+                r["server"],
+                r["n"],
+                r["connected"],
+                r["connects_per_s"],
+                r["connects_per_server_cpu_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["rss_per_conn_kb"],
+            ]
+            for r in results["storm"]
+        ]
+        out.append(
+            _table(
+                [
+                    "server",
+                    "N",
+                    "connected",
+                    "connects/s",
+                    "connects/server CPU-s",
+                    "p50 ms",
+                    "p99 ms",
+                    "RSS KB/conn",
+                ],
+                rows,
+            )
+        )
+    if results.get("fanout"):
+        out.append(
+            "## (3) Presence fan-out\n\nFrom a user's first connect, and from the end of its "
+            "offline grace, to `presence:update` at every subscriber.\n"
+        )
+        rows = [
+            [
+                r["server"],
+                r["subscribers"],
+                r["rounds"],
+                r["online_p50_ms"],
+                r["online_p99_ms"],
+                r["offline_p50_ms"],
+                r["offline_p99_ms"],
+                r["missing"],
+            ]
+            for r in results["fanout"]
+        ]
+        out.append(
+            _table(
+                [
+                    "server",
+                    "subscribers",
+                    "rounds",
+                    "connect p50 ms",
+                    "connect p99 ms",
+                    "grace end p50 ms",
+                    "grace end p99 ms",
+                    "missing",
+                ],
+                rows,
+            )
+        )
+    bk = results.get("backends") or {}
+    if bk.get("backends"):
+        out.append(
+            "## (4) Backends through the Presence API, in-process\n\nops/s; in brackets "
+            "the ratio to the client library's own floor against the same server "
+            "(redis PING, memcached get of one key).\n"
+        )
+        rows = []
+        for name, ops in bk["backends"].items():
+            for key, r in ops.items():
+                ratio = r.get("ratio_to_floor")
+                rows.append([name, key, r["ops_per_s"], ratio, r["lag_p99_ms"], r["lag_max_ms"]])
+        out.append(
+            _table(
+                [
+                    "backend",
+                    "op@concurrency",
+                    "ops/s",
+                    "/ floor",
+                    "(6) loop lag p99 ms",
+                    "loop lag max ms",
+                ],
+                rows,
+            )
+        )
+    for name, why in (bk.get("skipped") or {}).items():
+        out.append(f"- backend **{name}** skipped: {why}\n")
+    cl = results.get("cluster")
+    if cl:
+        out.append("## (5) Two nodes, Redis manager\n")
+        if "skipped" in cl:
+            out.append(f"Skipped: {cl['skipped']}\n")
+        else:
+            out.append(
+                _table(
+                    ["measured", "samples", "p50 ms", "p99 ms", "missing"],
+                    [[cl["mode"], cl["samples"], cl["p50_ms"], cl["p99_ms"], cl["missing"]]],
+                )
+            )
+    if results.get("notes"):
+        out.append("## Notes\n")
+        out += [f"- {n}\n" for n in results["notes"]]
+    if results.get("errors"):
+        out.append("## Sections that failed\n")
+        out += [f"- {k}: {v}\n" for k, v in results["errors"].items()]
+    return "\n".join(out)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float, float | None]] = []
+    r = results.get("ratios") or {}
+    for metric in sorted(k for k in r if k.startswith("acks_per_server_cpu_s@")):
+        clients = metric.split("@")[1]
+        for pair, goal in (
+            ("sanic-rt-memory / bare-asgi", 1.0),
+            ("sanic-rt-redis / bare-asgi", 1.0),
+            ("sanic-rt-memory / bare-sanic", None),
+            ("sanic-rt-memory / node", 0.5),
+            ("bare-asgi / node", None),
+        ):
+            if r[metric].get(pair) is not None:
+                bars.append((f"acks/CPU-s @{clients}: {pair}", r[metric][pair], goal))
+    redis = ((results.get("backends") or {}).get("backends") or {}).get("redis")
+    if redis and redis["heartbeat@64"].get("ratio_to_floor") is not None:
+        bars.append(("redis heartbeat / PING @64", redis["heartbeat@64"]["ratio_to_floor"], 0.5))
+    mc = ((results.get("backends") or {}).get("backends") or {}).get("memcached")
+    if mc and mc["heartbeat@64"].get("ratio_to_floor") is not None:
+        bars.append(("memcached heartbeat / get @64", mc["heartbeat@64"]["ratio_to_floor"], None))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * max(4, len(bars)) + 1.2))
+    labels = [b[0] for b in bars]
+    values = [b[1] for b in bars]
+    colors = [
+        "#999999" if goal is None else ("#2a9d8f" if value >= goal else "#e76f51")
+        for _, value, goal in bars
+    ]
+    ax.barh(range(len(bars)), values, color=colors)
+    for i, (_, value, goal) in enumerate(bars):
+        ax.text(value, i, f" {value:.2f}", va="center", fontsize=8)
+        if goal is not None:
+            ax.plot([goal, goal], [i - 0.4, i + 0.4], color="black", linewidth=2)
+    ax.set_yticks(range(len(bars)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="#cccccc", linewidth=1, zorder=0)
+    ax.set_xlabel("ratio (black tick: target; green met, red missed, grey no target)")
+    ax.set_title(f"sanic-rt headline ratios, {results['date']} (scale {results['scale']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
