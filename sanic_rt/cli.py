@@ -69,7 +69,9 @@ def _parse_claims(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"sanic-rt token: --claim expects KEY=VALUE, got {pair!r}")
+            # A usage error: exit 2 with one line, like argparse's own.
+            print(f"sanic-rt token: --claim expects KEY=VALUE, got {pair!r}", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
         try:
             claims[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -125,7 +127,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     from .auth import mint_token
 
     config = load_config(args.config)
-    private_key = Path(args.private_key).read_text() if args.private_key else None
+    private_key = None
+    if args.private_key:
+        try:
+            private_key = Path(args.private_key).read_text()
+        except OSError as err:
+            raise ConfigError(args.private_key, "", f"unreadable ({err.strerror})") from None
     print(mint_token(config, args.user_id, args.ttl, _parse_claims(args.claim), private_key))
     return 0
 
