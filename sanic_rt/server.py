@@ -15,6 +15,7 @@ import uvicorn
 
 from .app import create_app
 from .config import Config, load_config
+from .logs import configure_logging
 
 CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
 # Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
@@ -23,6 +24,8 @@ WS_FRAME_HEADROOM = 1024
 
 def app_from_env() -> Any:
     """uvicorn factory for worker processes."""
+    # Workers are spawned, not forked: the parent's logging set-up is not theirs.
+    configure_logging()
     path = os.environ.get(CONFIG_PATH_ENV) or None
     return create_app(load_config(path)).ctx.asgi
 

@@ -1,0 +1,225 @@
+"""Several server processes sharing one real redis-server: presence and messages cross nodes."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis
+
+from tests.conftest import base_config
+from tests.support.clients import Client, eventually, http, make_token
+from tests.support.procs import Proc, write_toml
+
+TTL = 6.0  # >= 6 s: a loaded 2-core machine must not expire live connections
+SWEEP = 0.2
+_probes = itertools.count(1)
+
+
+def cluster_config(redis: Proc, **sections: Any) -> dict[str, Any]:
+    """base_config() with presence in Redis and the Redis manager between nodes."""
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    presence = {"ttl": TTL, "sweep_interval": SWEEP, "backend": "redis", "redis": {"url": url}}
+    return base_config(
+        presence=presence | sections.pop("presence", {}),
+        cluster={"manager": "redis"},
+        **sections,
+    )
+
+
+def updates_for(client, user_id: str, namespace: str = "/chats") -> list[dict]:
+    return [u for u in client.events("presence:update", namespace) if u["user_id"] == user_id]
+
+
+async def wire_up(clients, listeners: list[Proc], speakers: list[Proc]) -> None:
+    """Wait until each listener node hears each speaker node over the manager.
+
+    A node subscribes to the manager's channel in the background after its
+    first connection; until then, emits from other nodes miss it. Probe each
+    pair with a presence change until it arrives.
+    """
+    for listener in listeners:
+        probe = await clients(listener.url, make_token(f"listener-{next(_probes)}"))
+        for speaker in speakers:
+
+            async def heard(speaker: Proc = speaker, probe: Any = probe) -> bool:
+                user_id = f"probe-{next(_probes)}"
+                await probe.call("presence:subscribe", {"user_ids": [user_id]})
+                c = await clients(speaker.url, make_token(user_id))
+                try:
+                    await eventually(lambda: updates_for(probe, user_id), timeout=1)
+                except AssertionError:
+                    return False
+                finally:
+                    await c.close()
+                return True
+
+            await eventually(heard, timeout=20)
+
+
+async def record_of(node: Proc, user_id: str) -> dict:
+    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
+    assert status == 200, body
+    return body["data"]
+
+
+_sentinels = itertools.count(1)
+
+
+async def sentinel(clients, node: Proc, watcher, other: Proc) -> None:
+    """A later change made on ``other``; once it reached ``watcher``, all earlier ones did."""
+    user_id = f"sentinel-{next(_sentinels)}"
+    await watcher.call("presence:subscribe", {"user_ids": [user_id]})
+    await clients(other.url, make_token(user_id))
+    await eventually(lambda: updates_for(watcher, user_id))
+
+
+async def test_sigkill_of_one_node(redis_proc, start_server, clients):
+    config = cluster_config(redis_proc)
+    node_a, node_b = start_server(config), start_server(config)
+    await wire_up(clients, [node_b], [node_a])
+    watcher = await clients(node_b.url, make_token("watcher"))
+    await watcher.call("presence:subscribe", {"user_ids": ["alice", "carol"]})
+    # Clients of the node that dies must not try to reconnect to it forever.
+    on_a = [Client(reconnection=False) for _ in range(2)]
+    await on_a[0].connect(node_a.url, make_token("alice"))
+    alice_b = await clients(node_b.url, make_token("alice"), namespaces=["/orders"])
+    await on_a[1].connect(node_a.url, make_token("carol"))  # only on the node that dies
+    await eventually(lambda: updates_for(watcher, "carol"))
+    assert (await record_of(node_b, "alice"))["connections"] == 2
+
+    node_a.kill()
+    killed_at = time.monotonic()
+    # carol's only entry expires (ttl after node A's last refresh) and node B's
+    # sweeper announces it once; alice keeps her connection on node B.
+    await eventually(lambda: len(updates_for(watcher, "carol")) == 2, timeout=TTL + 5)
+    assert time.monotonic() - killed_at <= TTL + SWEEP + 1.5
+    carol = updates_for(watcher, "carol")
+    assert [u["online"] for u in carol] == [True, False]
+    alice = await record_of(node_b, "alice")
+    assert alice["online"] and alice["connections"] == 1 and alice["namespaces"] == ["/orders"]
+
+    await alice_b.close()
+    closed_at = time.monotonic()
+    await eventually(lambda: len(updates_for(watcher, "alice")) == 2, timeout=TTL + 5)
+    assert time.monotonic() - closed_at <= TTL + SWEEP
+    await sentinel(clients, node_b, watcher, node_b)
+    assert [u["online"] for u in updates_for(watcher, "alice")] == [True, False]
+    assert [u["online"] for u in updates_for(watcher, "carol")] == [True, False]
+    assert "Traceback" not in node_b.log()
+    for client in on_a:
+        await client.close()
+
+
+async def test_messages_and_presence_cross_nodes(redis_proc, start_server, clients):
+    config = cluster_config(redis_proc)
+    node_a, node_b = start_server(config), start_server(config)
+    await wire_up(clients, [node_a, node_b], [node_a, node_b])
+
+    # presence:update: alice connects to A, her subscriber is on B.
+    bob = await clients(node_b.url, make_token("bob"), namespaces=["/chats", "/notifications"])
+    await bob.call("presence:subscribe", {"user_ids": ["alice"]})
+    alice = await clients(node_a.url, make_token("alice"))
+    await eventually(lambda: updates_for(bob, "alice"))
+    assert updates_for(bob, "alice") == [
+        {"user_id": "alice", "online": True, "status": "online", "last_seen": None}
+    ]
+    await alice.call("presence:set_status", {"status": "dnd"})
+    await eventually(lambda: len(updates_for(bob, "alice")) == 2)
+    assert updates_for(bob, "alice")[1]["status"] == "dnd"
+
+    # A chat message from A reaches the room member on B.
+    for client in (alice, bob):
+        ack = await client.call("chat:join", {"conversation_id": "c1"})
+        assert ack["ok"], ack
+    ack = await alice.call("chat:message", {"conversation_id": "c1", "text": "hello from A"})
+    assert ack["ok"], ack
+    await eventually(lambda: bob.events("chat:message"))
+    assert [m["text"] for m in bob.events("chat:message")] == ["hello from A"]
+
+    # A notification pushed through A's HTTP API reaches bob on B.
+    status, body = await http(
+        "POST",
+        f"{node_a.url}/api/v1/notifications",
+        {"user_ids": ["bob"], "type": "t", "title": "hi"},
+    )
+    assert status == 200 and body["data"] == {"users": 1, "connected": 1}, body
+    await eventually(lambda: bob.events("notification:new", "/notifications"))
+    assert bob.events("notification:new", "/notifications")[0]["title"] == "hi"
+
+    # Both nodes see one presence; A's HTTP API closes bob's connections on B.
+    assert (await record_of(node_a, "bob"))["connections"] == 2
+    status, body = await http("POST", f"{node_a.url}/api/v1/users/bob/disconnect")
+    assert status == 200 and body["data"] == {"connections": 2}, body
+    await eventually(lambda: not bob.sio.connected)
+
+    async def bob_gone() -> bool:
+        return (await record_of(node_a, "bob"))["connections"] == 0
+
+    await eventually(bob_gone)
+
+
+async def test_serve_with_two_workers_over_websocket(redis_proc, start_server, clients):
+    config = cluster_config(redis_proc, server={"workers": 2, "transports": ["websocket"]})
+    server = start_server(config)
+    # uvicorn logs each worker's start; both must be up before we count on them.
+    await eventually(
+        lambda: len(set(re.findall(r"Started server process \[(\d+)\]", server.log()))) >= 2
+    )
+    watcher = await clients(server.url, make_token("watcher"))
+    users = [f"user{i}" for i in range(8)]
+    await watcher.call("presence:subscribe", {"user_ids": users})
+    # Connections land on either worker; everyone must see everyone regardless.
+    members = [await clients(server.url, make_token(u)) for u in users]
+    for member in members:
+        assert (await member.call("chat:join", {"conversation_id": "room"}))["ok"]
+    await eventually(lambda: all(updates_for(watcher, u) for u in users))
+    # Each worker subscribes to the manager's channel on its first connection:
+    # two subscribers means both workers took connections.
+    bus = redis.Redis(port=redis_proc.port)
+    await eventually(lambda: bus.pubsub_numsub("sanic_rt") == [(b"sanic_rt", 2)])
+    bus.close()
+    ack = await members[0].call("chat:message", {"conversation_id": "room", "text": "to all"})
+    assert ack["ok"], ack
+    await eventually(lambda: all(m.events("chat:message") for m in members[1:]), timeout=20)
+    status, body = await http("GET", f"{server.url}/api/v1/presence/stats")
+    assert status == 200 and body["data"]["online_users"] >= len(users) + 1
+    assert "Traceback" not in server.log()
+
+
+def check_config(tmp_path, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = write_toml(tmp_path / "check.toml", data)
+    return subprocess.run(
+        [sys.executable, "-m", "sanic_rt", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_workers_need_shared_backend_manager_and_websocket_only(tmp_path, redis_proc):
+    good = cluster_config(redis_proc, server={"workers": 2, "transports": ["websocket"]})
+    assert check_config(tmp_path, good).returncode == 0
+    cases = [
+        ({"presence": {"backend": "memory"}}, "presence.backend"),
+        ({"cluster": {"manager": ""}}, "cluster.manager"),
+        ({"server": {"transports": ["polling", "websocket"]}}, "server.transports"),
+    ]
+    for change, key in cases:
+        bad = {name: {**good.get(name, {}), **change.get(name, {})} for name in good | change}
+        result = check_config(tmp_path, bad)
+        assert result.returncode == 2, (change, result.stderr)
+        assert key in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # serve refuses the same way, before forking anything.
+    path = write_toml(tmp_path / "serve.toml", {**good, "cluster": {"manager": ""}})
+    result = subprocess.run(
+        [sys.executable, "-m", "sanic_rt", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "cluster.manager" in result.stderr
