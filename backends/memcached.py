@@ -71,6 +71,7 @@ MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 TOMBSTONE_KEEP = 120.0
 #: bound on the users one sweep() call settles, in chunks of ``limit``.
 SWEEP_MAX_CHUNKS = 10
+BUCKET_CACHE_SIZE = 200_000
 _SAFE_KEY_PART = re.compile(r"^[\x21-\x7e]{1,200}$")
 _SAFE_PREFIX = re.compile(r"^[\x21-\x7e]{1,40}$")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
@@ -168,6 +169,7 @@ class MemcachedBackend(PresenceBackend):
         #: called as ``on_call(command)`` in the worker thread before each memcached
         #: command; tests use it to check that no command runs on the event loop.
         self.on_call: Callable[[str], None] | None = None
+        self._bucket_cache: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -178,9 +180,10 @@ class MemcachedBackend(PresenceBackend):
         self._executor = ThreadPoolExecutor(self.mc.threads, thread_name_prefix="memcached")
 
     async def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # In-flight calls end within their socket timeout; wait for them off the loop.
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
         for server in self.servers:
             server.close()
 
@@ -208,10 +211,19 @@ class MemcachedBackend(PresenceBackend):
         )
 
     def bucket_of_user(self, user_id: str) -> int:
-        local = self._buckets_on.get(self.server_index_of_user(user_id))
-        if not local:  # fewer buckets than servers: any bucket
-            return _hash64(user_id) % len(self.bucket_keys)
-        return local[_hash64(user_id) % len(local)]
+        bucket = self._bucket_cache.get(user_id)
+        if bucket is None:
+            local = self._buckets_on.get(self.server_index_of_user(user_id))
+            if not local:  # fewer buckets than servers: any bucket
+                bucket = _hash64(user_id) % len(self.bucket_keys)
+            else:
+                bucket = local[_hash64(user_id) % len(local)]
+            # The sweeper checks every entry's bucket on every pass; hashing runs
+            # under the GIL, so remember recent answers (bounded).
+            if len(self._bucket_cache) >= BUCKET_CACHE_SIZE:
+                self._bucket_cache.clear()
+            self._bucket_cache[user_id] = bucket
+        return bucket
 
     def server_index_of_bucket(self, bucket: int) -> int:
         return bucket % len(self.addresses)

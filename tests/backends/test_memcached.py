@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymemcache.client.base import Client as MemcacheClient
 
 from sanic_rt.backend import BackendUnavailable
 from sanic_rt.config import load_config
@@ -179,3 +180,24 @@ async def test_any_user_id_makes_a_valid_key(memcached_proc, make_memcached):
     assert page == sorted(ids)
     assert len({backend.user_key(u) for u in ids}) == len(ids)
     assert all(len(backend.user_key(u)) <= 250 and " " not in backend.user_key(u) for u in ids)
+
+
+async def test_a_lost_index_bucket_is_rewritten_within_ttl(memcached_proc, make_memcached):
+    backend = await make_memcached([memcached_proc])
+    await backend.connect(conn("u1", "s1"), T0, LIMIT)
+    assert await backend.online_count() == 1
+    # Eviction of the index items (records survive): a real delete on the real server.
+    raw = MemcacheClient(("127.0.0.1", memcached_proc.port), timeout=2)
+    raw.delete_many(backend.bucket_keys, noreply=False)
+    raw.close()
+    assert await backend.online_count() == 0
+    # A refresh within ttl of the last index write leaves the bucket alone ...
+    await backend.touch([conn("u1", "s1")], T0 + 6, activity=False)
+    assert await backend.online_count() == 0
+    # ... the first one after ttl re-asserts the entry, announcing nothing.
+    result = await backend.touch([conn("u1", "s1")], T0 + TIMINGS.ttl + 1, activity=False)
+    assert result.changes == []
+    assert await backend.online_count() == 1
+    assert await backend.sweep(T0 + 2 * TIMINGS.ttl + 2, 100) == [
+        offline("u1", T0 + 2 * TIMINGS.ttl + 2)
+    ]
