@@ -97,7 +97,13 @@ def api_keys(config: Config) -> list[str]:
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
     if config.cluster.manager == "redis":
         url = config.cluster.url or config.presence.redis.url
-        return socketio.AsyncRedisManager(url, channel=config.cluster.channel)
+        # A bounded connect: an emit awaits its publish, so an unreachable Redis
+        # must not hold a handler for the OS's TCP timeout. No read timeout: the
+        # manager's subscriber blocks reading between messages.
+        options = {"socket_connect_timeout": config.presence.redis.connect_timeout}
+        return socketio.AsyncRedisManager(
+            url, channel=config.cluster.channel, redis_options=options
+        )
     return None
 
 

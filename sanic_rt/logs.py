@@ -7,9 +7,11 @@ down; the filter lets one record per message template through per interval.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 FLOOD_INTERVAL = 10.0
+_DIGITS = re.compile(r"\d+")
 
 
 class OncePerInterval(logging.Filter):
@@ -21,7 +23,8 @@ class OncePerInterval(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, str(record.msg))
+        # Digits masked: "retrying in 1 secs", "... in 2 secs" are one message.
+        key = (record.name, _DIGITS.sub("#", str(record.msg)))
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) < self.interval:
             return False
@@ -38,7 +41,13 @@ def quiet_socketio_logs() -> None:
         return
     _installed = True
     for name in ("socketio", "socketio.server", "socketio.client", "engineio", "engineio.server"):
-        logging.getLogger(name).addFilter(OncePerInterval())
+        logger = logging.getLogger(name)
+        logger.addFilter(OncePerInterval())
+        if logger.level == logging.NOTSET:
+            # The level python-socketio/engineio pick for logger=False, set here
+            # so that they do not also add their own stderr handler (every line
+            # was printed twice, once unformatted).
+            logger.setLevel(logging.ERROR)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -1,0 +1,83 @@
+"""Redis killed and started again under a running server with connected clients."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support.clients import eventually, http, make_token
+from tests.support.procs import Proc
+from tests.test_redis_multinode import TTL, cluster_config, updates_for
+
+
+async def ready_status(node: Proc) -> int:
+    status, _body = await http("GET", node.url + "/ready")
+    return status
+
+
+async def record_of(node: Proc, user_id: str) -> dict:
+    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
+    assert status == 200, body
+    return body["data"]
+
+
+async def test_redis_restart_under_connected_clients(redis_proc, start_server, clients):
+    node = start_server(cluster_config(redis_proc))
+    bob = await clients(node.url, make_token("bob"))
+    assert (await bob.call("presence:subscribe", {"user_ids": ["alice"]}))["ok"]
+    alice = await clients(node.url, make_token("alice"), namespaces=["/chats", "/orders"])
+    await eventually(lambda: updates_for(bob, "alice"))
+    assert await ready_status(node) == 200
+
+    redis_proc.kill()
+
+    async def ready_is(code: int) -> bool:
+        return await ready_status(node) == code
+
+    await eventually(lambda: ready_is(503))
+    # Presence calls fail fast with `unavailable`; the connections stay up.
+    started = time.monotonic()
+    for _ in range(20):
+        ack = await alice.call("ping", {})
+        assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+    query = await bob.call("presence:query", {"user_ids": ["alice"]})
+    assert query["error"]["code"] == "unavailable"
+    assert time.monotonic() - started < 5  # 21 calls: no waiting on a dead Redis
+    status, body = await http("GET", f"{node.url}/api/v1/presence/alice")
+    assert status == 503 and body["error"]["code"] == "unavailable"
+    # Cross-node emits fail meanwhile (logged, rate-limited); local delivery still works.
+    for client in (alice, bob):
+        assert (await client.call("chat:join", {"conversation_id": "c"}))["ok"]
+    for i in range(20):
+        assert (await alice.call("chat:message", {"conversation_id": "c", "text": f"m{i}"}))["ok"]
+    # A client connecting during the outage is accepted and registered on recovery.
+    carol = await clients(node.url, make_token("carol"))
+    assert alice.sio.connected and bob.sio.connected and carol.sio.connected
+
+    redis_proc.start()  # same port, empty: everything presence knew is gone
+    recovered = time.monotonic()
+    await eventually(lambda: ready_is(200), timeout=10)
+
+    async def online_with(user_id: str, connections: int) -> bool:
+        record = await record_of(node, user_id)
+        return record["online"] and record["connections"] == connections
+
+    # The periodic refresh (every ttl/3) re-registers every live connection.
+    for user_id, connections in (("alice", 2), ("bob", 1), ("carol", 1)):
+        await eventually(lambda u=user_id, n=connections: online_with(u, n), timeout=TTL)
+    assert time.monotonic() - recovered <= TTL / 3 + 2
+    assert (await alice.call("ping", {}))["data"] == {"status": "online"}
+    status, body = await http("GET", f"{node.url}/api/v1/presence/stats")
+    assert body["data"]["online_users"] == 3 and body["data"]["connections"] == 4
+
+    # Presence is live again: alice leaving is announced.
+    await alice.close()
+    await eventually(lambda: any(not u["online"] for u in updates_for(bob, "alice")))
+
+    assert node.alive
+    log = node.log()
+    assert "Traceback" not in log
+    # One warning per interval, not one per failing call: 21 failed presence
+    # calls and 20 failed publishes within one interval.
+    assert log.count("presence backend redis unavailable") <= 2, log
+    assert log.count("Cannot publish to redis... giving up") <= 2, log
+    assert log.count("Cannot publish to redis... retrying") <= 2, log
