@@ -231,6 +231,26 @@ async def test_authorization_header(server: Proc, clients, transport: str) -> No
     assert (await client.call("ping", {}, namespace="/"))["ok"] is True
 
 
+async def test_large_tokens_in_the_authorization_header(server: Proc, clients) -> None:
+    # The websocket handshake is parsed by the `websockets` library: a header
+    # line (name, ": ", value) may be 8190 bytes, so a header token at most
+    # 8168. Long-polling (httptools) has no header limit below our 8 KiB cap.
+    ws_largest = sized_token(8190 - len("Authorization: Bearer "))
+    client = await clients(
+        server.url, None, namespaces=["/"], headers={"Authorization": f"Bearer {ws_largest}"}
+    )
+    assert (await client.call("ping", {}, namespace="/"))["ok"] is True
+    polling_largest = sized_token(8192)
+    client = await clients(
+        server.url,
+        None,
+        namespaces=["/"],
+        transports=["polling"],
+        headers={"Authorization": f"Bearer {polling_largest}"},
+    )
+    assert (await client.call("ping", {}, namespace="/"))["ok"] is True
+
+
 async def test_auth_payload_comes_before_the_header(server: Proc, clients) -> None:
     good_token, bad_token = hs(good("order")), hs(good("order"), secret="y" * 40)
     # A good payload wins over a bad header ...
