@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.support.clients import eventually, http, make_token
-from tests.support.procs import Proc
+from tests.support.procs import Proc, redis_process
 from tests.test_redis_multinode import TTL, cluster_config, updates_for
 
 
@@ -81,3 +81,21 @@ async def test_redis_restart_under_connected_clients(redis_proc, start_server, c
     assert log.count("presence backend redis unavailable") <= 2, log
     assert log.count("Cannot publish to redis... giving up") <= 2, log
     assert log.count("Cannot publish to redis... retrying") <= 2, log
+
+
+async def test_server_starts_while_redis_is_down(tmp_path, start_server, clients):
+    redis_proc = redis_process(tmp_path)  # a port nobody listens on, yet
+    node = start_server(cluster_config(redis_proc))
+    assert await ready_status(node) == 503
+    alice = await clients(node.url, make_token("alice"))  # accepted while Redis is down
+    assert (await alice.call("ping", {}))["error"]["code"] == "unavailable"
+    redis_proc.start()
+    try:
+
+        async def online() -> bool:
+            return await ready_status(node) == 200 and (await record_of(node, "alice"))["online"]
+
+        await eventually(online, timeout=TTL)
+    finally:
+        redis_proc.stop()
+    assert "Traceback" not in node.log()
