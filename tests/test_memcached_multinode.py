@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -9,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import base_config
-from tests.support.clients import eventually, make_token
+from tests.support.clients import eventually, http, make_token
 from tests.support.procs import Proc, write_toml
-from tests.test_redis_multinode import record_of, sentinel, updates_for, wire_up
 
 TTL = 6.0  # >= 6 s: a loaded 2-core machine must not expire live connections
 SWEEP = 0.2
+_ids = itertools.count(1)
 
 
 def memcached_cluster_config(memcached: Proc, redis: Proc, **sections: Any) -> dict[str, Any]:
@@ -32,10 +33,51 @@ def memcached_cluster_config(memcached: Proc, redis: Proc, **sections: Any) -> d
     )
 
 
+def updates_for(client: Any, user_id: str, namespace: str = "/chats") -> list[dict]:
+    return [u for u in client.events("presence:update", namespace) if u["user_id"] == user_id]
+
+
+async def hears(clients: Any, listener: Proc, speaker: Proc) -> None:
+    """Wait until ``listener`` receives presence changes made on ``speaker``.
+
+    A node subscribes to the manager's channel in the background after its
+    first connection; until then, emits from other nodes miss it.
+    """
+    probe = await clients(listener.url, make_token(f"listener-{next(_ids)}"))
+
+    async def heard() -> bool:
+        user_id = f"probe-{next(_ids)}"
+        await probe.call("presence:subscribe", {"user_ids": [user_id]})
+        speaking = await clients(speaker.url, make_token(user_id))
+        try:
+            await eventually(lambda: updates_for(probe, user_id), timeout=1)
+        except AssertionError:
+            return False
+        finally:
+            await speaking.close()
+        return True
+
+    await eventually(heard, timeout=20)
+
+
+async def record_of(node: Proc, user_id: str) -> dict:
+    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
+    assert status == 200, body
+    return body["data"]
+
+
+async def sentinel(clients: Any, node: Proc, watcher: Any) -> None:
+    """A later change on ``node``; once it reached ``watcher``, every earlier one did."""
+    user_id = f"sentinel-{next(_ids)}"
+    await watcher.call("presence:subscribe", {"user_ids": [user_id]})
+    await clients(node.url, make_token(user_id))
+    await eventually(lambda: updates_for(watcher, user_id))
+
+
 async def test_sigkill_of_one_node(memcached_proc, redis_proc, start_server, clients):
     config = memcached_cluster_config(memcached_proc, redis_proc)
     node_a, node_b = start_server(config), start_server(config)
-    await wire_up(clients, node_a, node_b)
+    await hears(clients, node_b, node_a)
     watcher = await clients(node_b.url, make_token("watcher"))
     await watcher.call("presence:subscribe", {"user_ids": ["alice", "carol"]})
     await clients(node_a.url, make_token("alice"))
@@ -60,7 +102,7 @@ async def test_sigkill_of_one_node(memcached_proc, redis_proc, start_server, cli
     await eventually(lambda: len(updates_for(watcher, "alice")) == 2, timeout=TTL + 5)
     assert time.monotonic() - closed_at <= TTL + SWEEP + 1.5
     # Nothing more: a later change has arrived, and still exactly one offline each.
-    await sentinel(clients, node_b, watcher, node_b)
+    await sentinel(clients, node_b, watcher)
     assert [u["online"] for u in updates_for(watcher, "alice")] == [True, False]
     assert [u["online"] for u in updates_for(watcher, "carol")] == [True, False]
     assert isinstance(updates_for(watcher, "alice")[1]["last_seen"], float)
