@@ -12,6 +12,7 @@ limit get ``rate_limited``; an exception in a handler is logged and answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -117,6 +118,22 @@ class BaseNamespace(socketio.AsyncNamespace):
     # --- connect / disconnect ------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        try:
+            return await self._admit(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception:
+            # A failing hook or storage bug must refuse cleanly, not leave the
+            # client waiting or a half-registered connection behind.
+            log.exception("connect to %s failed", self.namespace)
+            state = self._conns.pop(sid, None)
+            if state is not None:
+                with contextlib.suppress(Exception):
+                    await self.presence.disconnect(state.user.user_id, sid)
+            self.presence.local.pop(sid, None)
+            return self._refuse("internal", "internal error; try again")
+
+    async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
         gw = self.gateway
         try:
             token = token_from_handshake(environ, auth, gw.config.auth.allow_query_token)
@@ -132,6 +149,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         )
         if not await gw.plugins.authorize(user, self.namespace, "connect", None):
             return self._refuse("forbidden", "connection not allowed", user_id)
+        follows = await gw.plugins.follows(user=user, namespace=self.namespace, claims=claims)
         try:
             await self.presence.connect(user_id, sid, self.namespace, {"device": user.device})
         except TooManyConnections:
@@ -142,7 +160,6 @@ class BaseNamespace(socketio.AsyncNamespace):
         self._conns[sid] = state
         await self.save_session(sid, {"rt": state})
         await self.enter_room(sid, user_room(user_id))
-        follows = await gw.plugins.follows(user=user, namespace=self.namespace, claims=claims)
         state.follows = frozenset(follows - {user_id})
         for followed in state.follows:
             await self.enter_room(sid, presence_room(followed))

@@ -161,3 +161,20 @@ def test_hookimpl_arguments_not_in_the_spec_fail_naming_the_plugin():
         create_app(config, extra_plugins=[bad])
     message = str(err.value)
     assert message.startswith("plugin 'sloppy':") and "colour" in message and "\n" not in message
+
+
+async def test_a_failing_connect_hook_refuses_with_internal_and_registers_nothing(clients):
+    def follows(user):
+        raise RuntimeError("social graph down")
+
+    config = config_from_dict(base_config())
+    async with running_app(config, plugins=[inline_plugin("flaky", follows=follows)]) as (app, url):
+        client = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(url, token(config, "alice"))
+        assert client.refusals[-1]["data"] == {
+            "code": "internal",
+            "message": "internal error; try again",
+        }
+        presence = app.ctx.gateway.presence
+        assert presence.local == {} and not (await presence.get("alice")).online
