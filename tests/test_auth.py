@@ -467,3 +467,13 @@ async def _check_query_token(server: Proc, private: str, clients) -> None:
     await eventually(lambda: "token=[redacted]" in server.log(), timeout=5)
     assert_no_token_material(server.log(), [token])
     assert not re.search(r"token=eyJ", server.log())
+
+
+async def test_no_disconnect_on_expiry_when_disabled(start_server, clients) -> None:
+    server = start_server(base_config(auth={"disconnect_on_expiry": False}))
+    short = claims("keeps-going", ttl=2)
+    client = await clients(server.url, hs(short), namespaces=["/"])
+    await eventually(lambda: time.time() > short["exp"] + 1.5, timeout=5)
+    assert client.sio.connected
+    assert (await client.call("ping", {}, namespace="/"))["ok"] is True
+    assert client.events("auth:expired", "/") == []
