@@ -83,14 +83,18 @@ class RedactQueryToken(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(
-                _QUERY_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args
-            )
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _QUERY_TOKEN.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(a) for a in record.args)
+        elif isinstance(record.args, dict):  # logging's "%(name)s" style
+            record.args = {k: _redact(v) for k, v in record.args.items()}
+        record.msg = _redact(record.msg)
         return True
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str) and "token=" in value:
+        return _QUERY_TOKEN.sub(r"\1[redacted]", value)
+    return value
 
 
 def install_log_redaction() -> None:

@@ -295,6 +295,15 @@ async def test_refresh(server: Proc, clients) -> None:
     for case, (token, code, message) in answers.items():
         ack = await client.call("auth:refresh", {"token": token}, namespace="/")
         assert ack == {"ok": False, "error": {"code": code, "message": message}}, case
+    ack = await client.call("auth:refresh", {"token": 5}, namespace="/")
+    assert ack == {
+        "ok": False,
+        "error": {
+            "code": "bad_request",
+            "message": "token: expected a non-empty string",
+            "field": "token",
+        },
+    }
     # The connection stays, with the claims of the last good token.
     assert client.sio.connected
     assert (await client.call("ping", {}, namespace="/"))["ok"] is True
