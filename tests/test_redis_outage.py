@@ -49,6 +49,8 @@ async def test_redis_restart_under_connected_clients(redis_proc, start_server, c
         assert (await client.call("chat:join", {"conversation_id": "c"}))["ok"]
     for i in range(20):
         assert (await alice.call("chat:message", {"conversation_id": "c", "text": f"m{i}"}))["ok"]
+    # The manager delivers to this node's clients before it fails to publish.
+    await eventually(lambda: len(bob.events("chat:message")) == 20)
     # A client connecting during the outage is accepted and registered on recovery.
     carol = await clients(node.url, make_token("carol"))
     assert alice.sio.connected and bob.sio.connected and carol.sio.connected
