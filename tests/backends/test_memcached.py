@@ -107,15 +107,17 @@ async def test_stalled_server_times_out_quickly_without_blocking_the_loop(
         elapsed = time.perf_counter() - started
         task.cancel()
         assert elapsed < 2.0  # one socket timeout, not a hang
-        assert len(lags) >= 10 and max(lags) < 0.1  # the loop kept running meanwhile
+        # The call blocks a worker for the 0.3 s timeout; a blocked loop would lag that much.
+        assert len(lags) >= 10 and max(lags) < 0.2
     finally:
         memcached_proc.signal(signal.SIGCONT)
     assert (await backend.get_many(["u1"], T0 + 1))["u1"].online
 
 
 async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make_memcached):
-    backend = await make_memcached(two_memcached, index_buckets=8)
-    other = await make_memcached(two_memcached, index_buckets=8)  # a second node
+    # A long timeout, so that "refused at once" is told apart from "timed out".
+    backend = await make_memcached(two_memcached, index_buckets=8, timeout=5.0)
+    other = await make_memcached(two_memcached, index_buckets=8, timeout=5.0)  # a second node
     users = [f"user{i:02d}" for i in range(40)]
     for i, user in enumerate(users):
         await backend.connect(conn(user, f"s{i}"), T0, LIMIT)
@@ -137,7 +139,7 @@ async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make
             assert (await backend.get_many([user], T0 + 1))[user].online
             result = await other.touch([conn(user, f"s{i}")], T0 + 1, activity=False)
             assert result.statuses == {user: "online"}
-        assert time.perf_counter() - started < 1.0  # refused at once, not a timeout
+        assert time.perf_counter() - started < 2.5  # refused at once, not a timeout
     # The index spans both servers: no answer rather than a wrong number.
     for query in (backend.online_count(), backend.online_users(None, 10), backend.stats(T0)):
         with pytest.raises(BackendUnavailable):
