@@ -126,7 +126,6 @@ class RedisBackend(PresenceBackend):
             )
         self.prefix = cfg.key_prefix
         self.shards = cfg.index_shards
-        self.timeout = cfg.timeout
         # One overall deadline per call, so that nothing waits on Redis for longer.
         self.deadline = cfg.connect_timeout + cfg.timeout
         presence = self.config.presence
@@ -148,8 +147,9 @@ class RedisBackend(PresenceBackend):
             retry=Retry(NoBackoff(), 0),
         )
         self.redis = aioredis.Redis(connection_pool=pool)
-        # register_script only hashes the text; EVALSHA falls back to loading it
-        # on NOSCRIPT (a restarted or new Redis), in pipelines too.
+        # register_script only hashes the text (no I/O); a call runs EVALSHA and
+        # loads the script on NOSCRIPT (a new or restarted Redis). Pipelines do the
+        # same in _run_many.
         self.script = self.redis.register_script(SCRIPT)
 
     # --- keys ----------------------------------------------------------------------
@@ -253,14 +253,19 @@ class RedisBackend(PresenceBackend):
         return ConnectResult(result[0] == b"1", _changes(changes))
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
-        calls = []
-        for shard, user_ids in self._by_shard([c.user_id for c in conns]).items():
-            index = {uid: i for i, uid in enumerate(user_ids, 1)}
-            args = self._args("touch", now, "1" if activity else "0")
-            for c in conns:
-                if c.user_id in index:
-                    args += [index[c.user_id], c.user_id, c.sid, c.namespace, c.device]
-            calls.append((shard, [self.user_key(uid) for uid in user_ids], args))
+        # Per shard: the users' keys (1-based position = the index the script uses)
+        # and five arguments per connection.
+        shards: dict[int, tuple[dict[str, int], list[Any]]] = {}
+        for c in conns:
+            index, args = shards.setdefault(
+                self.shard(c.user_id), ({}, self._args("touch", now, "1" if activity else "0"))
+            )
+            position = index.setdefault(c.user_id, len(index) + 1)
+            args += [position, c.user_id, c.sid, c.namespace, c.device]
+        calls = [
+            (shard, [self.user_key(uid) for uid in index], args)
+            for shard, (index, args) in shards.items()
+        ]
         changes: list[PublicView] = []
         statuses: dict[str, str] = {}
         for result, shard_changes in await self._run_many(calls):
