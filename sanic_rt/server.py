@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .app import create_app
 from .config import Config, load_config
@@ -20,6 +21,22 @@ from .logs import configure_logging
 CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
 # Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
 WS_FRAME_HEADROOM = 1024
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websockets protocol, answering handshakes it cannot parse.
+
+    For a handshake that ``websockets`` rejects while parsing (a header line
+    over 8 KiB, e.g. a huge ``Authorization`` token; too many headers) uvicorn
+    never writes the prepared 431/414 response: the client waits until its own
+    timeout and the socket stays open. We write it and close.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
 
 def app_from_env() -> Any:
@@ -36,7 +53,7 @@ def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
         app,
         host=server.host,
         port=server.port,
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,
         # permessage-deflate costs ~35 KB per connection and CPU on every frame.
         ws_per_message_deflate=False,
         ws_max_size=server.max_payload_bytes + WS_FRAME_HEADROOM,

@@ -50,3 +50,23 @@ async def test_oversized_packet_closes_only_that_client(start_server, clients, t
     assert (await bystander.call("ping", {}))["ok"]
     assert server.alive and "Traceback" not in server.log()
     await victim.sio.eio.disconnect(abort=True)
+
+
+async def test_websocket_handshake_with_an_oversized_header_is_answered(start_server):
+    # uvicorn leaves this client waiting with the socket open; sanic_rt.server
+    # writes the 431 that websockets prepared (docs/development/SERVING_MODE.md).
+    server = start_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        (
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {'a' * 9000}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    assert status_line.startswith(b"HTTP/1.1 431")
+    assert await asyncio.wait_for(reader.read(), timeout=5) is not None  # closed by the server
+    writer.close()
