@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+from sanic_rt.logs import OncePerInterval
 from tests.support.clients import eventually, http, make_token
 from tests.support.procs import Proc, redis_process
 from tests.test_redis_multinode import TTL, cluster_config, updates_for
@@ -101,3 +103,19 @@ async def test_server_starts_while_redis_is_down(tmp_path, start_server, clients
     finally:
         redis_proc.stop()
     assert "Traceback" not in node.log()
+
+
+def test_manager_retry_lines_count_as_one_message():
+    # python-socketio's subscriber logs "retrying in 1 secs", "... 2 secs", ...
+    # on every attempt while Redis is down: one message for the rate limit.
+    flood = OncePerInterval(interval=60)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("socketio.server", logging.ERROR, __file__, 1, msg, (), None)
+
+    passed = [
+        flood.filter(record(f"Cannot receive from redis... retrying in {n} secs"))
+        for n in (1, 2, 4, 8, 16, 32, 60, 60)
+    ]
+    assert passed == [True] + [False] * 7
+    assert flood.filter(record("Cannot publish to redis... giving up"))
