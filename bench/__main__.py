@@ -194,7 +194,7 @@ class Bench:
     def backends(self) -> dict[str, Any]:
         memcached = memcached_proc(self.ctx.workdir, self.ctx.load_cpus)
         seconds = max(0.3, 1.5 * self.scale)
-        # The storage servers get the generator's core, this process the server's.
+        # This process takes the server's core; the storage servers are on the other.
         previous = os.sched_getaffinity(0)
         try:
             if memcached:
@@ -236,7 +236,8 @@ class Bench:
             "server_cpus": sorted(self.ctx.server_cpus),
             "load_cpus": sorted(self.ctx.load_cpus),
         }
-        redis = redis_proc(self.ctx.workdir, self.ctx.server_cpus)
+        # Storage servers share the generator's core: the server core holds the server alone.
+        redis = redis_proc(self.ctx.workdir, self.ctx.load_cpus)
         try:
             if redis:
                 self.redis = redis.start()

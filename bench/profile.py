@@ -64,9 +64,10 @@ def main() -> int:
         load.expect("measuring", 30)
         raw = workdir / "profile.txt"
         assert server.proc is not None
+        argv = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(seconds))]
+        argv += ["--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"]
         subprocess.run(
-            [spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(seconds))]
-            + ["--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
+            argv,
             check=True,
             capture_output=True,
             timeout=seconds + 30,
