@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -135,3 +137,36 @@ async def test_refused_connection_fails_at_once(tmp_path: Path, make_backend):
 def test_brace_in_key_prefix_is_refused(make_backend):
     with pytest.raises(ConfigError, match=r"presence\.redis\.key_prefix"):
         make_backend("redis://127.0.0.1:1/0", key_prefix="a{b}")
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (cert, key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    argv = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    argv += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+    argv += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+async def test_tls_url(tmp_path: Path, tls_cert: tuple[Path, Path], make_backend):
+    cert, key = tls_cert
+    proc = redis_process(tmp_path)
+    port = proc.port
+    # TLS only: the plain port is turned off, the TLS one is the fixture's port.
+    proc.argv[proc.argv.index("--port") + 1] = "0"
+    proc.argv += ["--tls-port", str(port), "--tls-cert-file", str(cert)]
+    proc.argv += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    proc.argv += ["--tls-auth-clients", "no"]
+    proc.start()
+    try:
+        backend = make_backend(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}")
+        await backend.check()
+        assert (await backend.connect(Connection("u1", "s1", "/chats"), T0, 5)).accepted
+        assert await backend.online_count() == 1
+    finally:
+        proc.stop()
