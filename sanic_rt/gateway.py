@@ -57,13 +57,15 @@ class Gateway:
     ) -> tuple[int, int]:
         """Emit ``event`` to each user's connections on ``namespace``, cluster-wide.
 
-        Returns (users, users with a live connection on that namespace).
+        Returns (users, users with a live connection on that namespace). The
+        presence lookup comes first: if storage is unavailable this raises
+        before anything is sent, so a caller's retry sends no duplicates.
         """
         ids = list(dict.fromkeys(user_ids))
-        for user_id in ids:
-            await self.sio.emit(event, data, room=user_room(user_id), namespace=namespace)
         records = await self.presence.get_many(ids)
         connected = sum(1 for r in records.values() if namespace in r.namespaces)
+        for user_id in ids:
+            await self.sio.emit(event, data, room=user_room(user_id), namespace=namespace)
         return len(ids), connected
 
     async def check_manager(self) -> bool:
