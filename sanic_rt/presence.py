@@ -47,6 +47,58 @@ class RateLimitedLog:
         self._last, self.suppressed = now, 0
 
 
+class HeartbeatBatcher:
+    """Coalesces concurrent heartbeats into one backend ``touch`` per batch.
+
+    Under load thousands of clients ping at once; one round trip each would
+    queue on the connection pool (and time out). Every ping that arrives while a
+    batch is in flight goes into the next one, so a ping is still written
+    within about one round trip, and the backend sees one call per batch.
+    """
+
+    def __init__(self, presence: Presence) -> None:
+        self.presence = presence
+        self._pending: list[tuple[Connection, asyncio.Future[str]]] = []
+        self._draining = False
+        self._drain_task: asyncio.Future[None] | None = None
+
+    async def beat(self, conn: Connection) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((conn, future))
+        if not self._draining:
+            self._draining = True
+            self._drain_task = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        size = self.presence.config.refresh_batch_size
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:size], self._pending[size:]
+                await self._flush(batch)
+        finally:
+            self._draining = False
+
+    async def _flush(self, batch: list[tuple[Connection, asyncio.Future[str]]]) -> None:
+        presence = self.presence
+        try:
+            result = await presence._call(
+                presence.backend.touch([c for c, _ in batch], presence.clock(), activity=True)
+            )
+        except Exception as err:  # each waiting ping answers with it (unavailable, internal)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
+        for conn, future in batch:
+            if not future.done():
+                future.set_result(result.statuses.get(conn.user_id, "online"))
+        try:
+            await presence._publish(result.changes)
+        except Exception:
+            log.exception("publishing presence changes failed")
+
+
 class Presence:
     def __init__(
         self,
@@ -66,6 +118,7 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
         self._activity_flushed: dict[str, float] = {}
+        self._heartbeats = HeartbeatBatcher(self)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -147,9 +200,7 @@ class Presence:
         if conn is None or conn.user_id != user_id:
             conn = Connection(user_id, sid, "", "")
         self._activity_flushed[sid] = self.clock()
-        result = await self._call(self.backend.touch([conn], self.clock(), activity=True))
-        await self._publish(result.changes)
-        return result.statuses.get(user_id, "online")
+        return await self._heartbeats.beat(conn)
 
     async def activity(self, user_id: str, sid: str) -> None:
         """Client activity other than ping; written through at most every few seconds.
