@@ -1,0 +1,45 @@
+"""A wheel install (not only the editable one) carries the core, backends and plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
+    pip = [sys.executable, "-m", "pip", "-q"]
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheel_dir.glob("sanic_rt-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert not (target / "backends").exists() and not (target / "plugins").exists()
+    probe = (
+        "import sanic_rt, sanic_rt.backends.redis as r, sanic_rt.plugins.chats as c;"
+        "import sanic_rt.backends.memcached, sanic_rt.plugins.socials;"
+        "print(sanic_rt.__file__); print(len(r.SCRIPT) > 0, c.PATH)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0].startswith(str(target)) and out[1] == "True /chats"
