@@ -197,6 +197,11 @@ def create_app(
     @app.before_server_start
     async def start_services(app: Sanic) -> None:
         await presence.start()
+        if not sio.manager_initialized:
+            # python-socketio subscribes to the cluster channel on the first
+            # client's connect; until then emits from other nodes miss us.
+            sio.manager_initialized = True
+            sio.manager.initialize()
         await plugins.notify("startup", app=app)
         tune_gc()
 

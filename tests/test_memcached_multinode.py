@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.conftest import base_config
-from tests.support.clients import eventually, http, make_token
-from tests.support.procs import Proc, write_toml
-
-TTL = 6.0  # >= 6 s: a loaded 2-core machine must not expire live connections
-SWEEP = 0.2
-_ids = itertools.count(1)
+from tests.support.clients import eventually, make_token
+from tests.support.cluster import SWEEP, TTL, check_config, hears, record_of, sentinel, updates_for
+from tests.support.procs import Proc
 
 
 def memcached_cluster_config(memcached: Proc, redis: Proc, **sections: Any) -> dict[str, Any]:
@@ -31,47 +24,6 @@ def memcached_cluster_config(memcached: Proc, redis: Proc, **sections: Any) -> d
         cluster={"manager": "redis", "url": f"redis://127.0.0.1:{redis.port}/0"},
         **sections,
     )
-
-
-def updates_for(client: Any, user_id: str, namespace: str = "/chats") -> list[dict]:
-    return [u for u in client.events("presence:update", namespace) if u["user_id"] == user_id]
-
-
-async def hears(clients: Any, listener: Proc, speaker: Proc) -> None:
-    """Wait until ``listener`` receives presence changes made on ``speaker``.
-
-    A node subscribes to the manager's channel in the background after its
-    first connection; until then, emits from other nodes miss it.
-    """
-    probe = await clients(listener.url, make_token(f"listener-{next(_ids)}"))
-
-    async def heard() -> bool:
-        user_id = f"probe-{next(_ids)}"
-        await probe.call("presence:subscribe", {"user_ids": [user_id]})
-        speaking = await clients(speaker.url, make_token(user_id))
-        try:
-            await eventually(lambda: updates_for(probe, user_id), timeout=1)
-        except AssertionError:
-            return False
-        finally:
-            await speaking.close()
-        return True
-
-    await eventually(heard, timeout=20)
-
-
-async def record_of(node: Proc, user_id: str) -> dict:
-    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
-    assert status == 200, body
-    return body["data"]
-
-
-async def sentinel(clients: Any, node: Proc, watcher: Any) -> None:
-    """A later change on ``node``; once it reached ``watcher``, every earlier one did."""
-    user_id = f"sentinel-{next(_ids)}"
-    await watcher.call("presence:subscribe", {"user_ids": [user_id]})
-    await clients(node.url, make_token(user_id))
-    await eventually(lambda: updates_for(watcher, user_id))
 
 
 async def test_sigkill_of_one_node(memcached_proc, redis_proc, start_server, clients):
@@ -108,16 +60,6 @@ async def test_sigkill_of_one_node(memcached_proc, redis_proc, start_server, cli
     assert isinstance(updates_for(watcher, "alice")[1]["last_seen"], float)
     assert not (await record_of(node_b, "alice"))["online"]
     assert "Traceback" not in node_b.log()
-
-
-def check_config(tmp_path: Path, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    path = write_toml(tmp_path / "check.toml", data)
-    return subprocess.run(
-        [sys.executable, "-m", "sanic_rt", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_check_config_memcached_presence_needs_redis_as_bus(tmp_path, memcached_proc, redis_proc):

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from tests.conftest import base_config
 from tests.support.clients import eventually, http, make_token
-
-
-def updates_for(client, user_id: str, namespace: str = "/chats") -> list[dict]:
-    return [u for u in client.events("presence:update", namespace) if u["user_id"] == user_id]
-
-
-_sentinels = itertools.count(1)
-
-
-async def sentinel(clients, server, watcher, namespace: str = "/chats") -> None:
-    """A later, unrelated change; once it has arrived, anything earlier has arrived too."""
-    user_id = f"sentinel-{next(_sentinels)}"
-    await watcher.call("presence:subscribe", {"user_ids": [user_id]}, namespace)
-    await clients(server.url, make_token(user_id), namespaces=[namespace])
-    await eventually(lambda: updates_for(watcher, user_id, namespace))
+from tests.support.cluster import record_of, sentinel, updates_for
 
 
 async def http_get(url: str) -> dict:
@@ -36,10 +20,6 @@ async def field_becomes(fetch, key: str, value) -> None:
         return (await fetch())[key] == value
 
     await eventually(check)
-
-
-async def record_of(server, user_id: str) -> dict:
-    return (await http_get(f"{server.url}/api/v1/presence/{user_id}"))["data"]
 
 
 async def test_online_across_namespaces_until_the_last_closes(start_server, clients):

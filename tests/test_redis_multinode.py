@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,71 +11,18 @@ from typing import Any
 
 import redis
 
-from tests.conftest import base_config
 from tests.support.clients import Client, eventually, http, make_token
-from tests.support.procs import Proc, write_toml
-
-TTL = 6.0  # >= 6 s: a loaded 2-core machine must not expire live connections
-SWEEP = 0.2
-_probes = itertools.count(1)
-
-
-def cluster_config(redis: Proc, **sections: Any) -> dict[str, Any]:
-    """base_config() with presence in Redis and the Redis manager between nodes."""
-    url = f"redis://127.0.0.1:{redis.port}/0"
-    presence = {"ttl": TTL, "sweep_interval": SWEEP, "backend": "redis", "redis": {"url": url}}
-    return base_config(
-        presence=presence | sections.pop("presence", {}),
-        cluster={"manager": "redis"},
-        **sections,
-    )
-
-
-def updates_for(client, user_id: str, namespace: str = "/chats") -> list[dict]:
-    return [u for u in client.events("presence:update", namespace) if u["user_id"] == user_id]
-
-
-async def wire_up(clients, listeners: list[Proc], speakers: list[Proc]) -> None:
-    """Wait until each listener node hears each speaker node over the manager.
-
-    A node subscribes to the manager's channel in the background after its
-    first connection; until then, emits from other nodes miss it. Probe each
-    pair with a presence change until it arrives.
-    """
-    for listener in listeners:
-        probe = await clients(listener.url, make_token(f"listener-{next(_probes)}"))
-        for speaker in speakers:
-
-            async def heard(speaker: Proc = speaker, probe: Any = probe) -> bool:
-                user_id = f"probe-{next(_probes)}"
-                await probe.call("presence:subscribe", {"user_ids": [user_id]})
-                c = await clients(speaker.url, make_token(user_id))
-                try:
-                    await eventually(lambda: updates_for(probe, user_id), timeout=1)
-                except AssertionError:
-                    return False
-                finally:
-                    await c.close()
-                return True
-
-            await eventually(heard, timeout=20)
-
-
-async def record_of(node: Proc, user_id: str) -> dict:
-    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
-    assert status == 200, body
-    return body["data"]
-
-
-_sentinels = itertools.count(1)
-
-
-async def sentinel(clients, node: Proc, watcher, other: Proc) -> None:
-    """A later change made on ``other``; once it reached ``watcher``, all earlier ones did."""
-    user_id = f"sentinel-{next(_sentinels)}"
-    await watcher.call("presence:subscribe", {"user_ids": [user_id]})
-    await clients(other.url, make_token(user_id))
-    await eventually(lambda: updates_for(watcher, user_id))
+from tests.support.cluster import (
+    SWEEP,
+    TTL,
+    check_config,
+    cluster_config,
+    record_of,
+    sentinel,
+    updates_for,
+    wire_up,
+)
+from tests.support.procs import write_toml
 
 
 async def test_sigkill_of_one_node(redis_proc, start_server, clients):
@@ -107,7 +54,7 @@ async def test_sigkill_of_one_node(redis_proc, start_server, clients):
     closed_at = time.monotonic()
     await eventually(lambda: len(updates_for(watcher, "alice")) == 2, timeout=TTL + 5)
     assert time.monotonic() - closed_at <= TTL + SWEEP
-    await sentinel(clients, node_b, watcher, node_b)
+    await sentinel(clients, node_b, watcher)
     assert [u["online"] for u in updates_for(watcher, "alice")] == [True, False]
     assert [u["online"] for u in updates_for(watcher, "carol")] == [True, False]
     assert "Traceback" not in node_b.log()
@@ -200,16 +147,6 @@ async def test_serve_with_two_workers_over_websocket(redis_proc, start_server, c
     assert "Traceback" not in server.log()
 
 
-def check_config(tmp_path, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    path = write_toml(tmp_path / "check.toml", data)
-    return subprocess.run(
-        [sys.executable, "-m", "sanic_rt", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_workers_need_shared_backend_manager_and_websocket_only(tmp_path, redis_proc):
     good = cluster_config(redis_proc, server={"workers": 2, "transports": ["websocket"]})
     assert check_config(tmp_path, good).returncode == 0
@@ -232,3 +169,25 @@ def test_workers_need_shared_backend_manager_and_websocket_only(tmp_path, redis_
         timeout=60,
     )
     assert result.returncode == 2 and "cluster.manager" in result.stderr
+
+
+async def test_graceful_restart_within_grace_announces_nothing(redis_proc, start_server, clients):
+    # SIGTERM closes transports (clients reconnect) and leaves this node's users
+    # in their offline grace, so a reconnect within it is invisible to others.
+    config = cluster_config(redis_proc, presence={"offline_grace": 8})
+    node_a, node_b = start_server(config), start_server(config)
+    await wire_up(clients, [node_b], [node_a])
+    watcher = await clients(node_b.url, make_token("watcher"))
+    await watcher.call("presence:subscribe", {"user_ids": ["alice"]})
+    alice = await clients(node_a.url, make_token("alice"))
+    await eventually(lambda: updates_for(watcher, "alice"))
+
+    node_a.signal(signal.SIGTERM)
+    await eventually(lambda: not node_a.alive, timeout=15)
+    assert node_a.proc.returncode == 0
+    start_server(config, port=node_a.port)
+    await eventually(lambda: alice.sio.connected, timeout=15)
+    assert (await alice.call("ping", {}))["ok"]
+    await sentinel(clients, node_b, watcher)
+    assert [u["online"] for u in updates_for(watcher, "alice")] == [True]
+    assert (await record_of(node_b, "alice"))["connections"] == 1

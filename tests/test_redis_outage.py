@@ -9,19 +9,13 @@ import time
 
 from sanic_rt.logs import OncePerInterval
 from tests.support.clients import eventually, http, make_token
+from tests.support.cluster import TTL, cluster_config, record_of, updates_for, wire_up
 from tests.support.procs import Proc, redis_process
-from tests.test_redis_multinode import TTL, cluster_config, updates_for, wire_up
 
 
 async def ready_status(node: Proc, expected: int | None = None) -> int | bool:
     status, _body = await http("GET", node.url + "/ready")
     return status if expected is None else status == expected
-
-
-async def record_of(node: Proc, user_id: str) -> dict:
-    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
-    assert status == 200, body
-    return body["data"]
 
 
 async def test_redis_restart_under_connected_clients(redis_proc, start_server, clients):
