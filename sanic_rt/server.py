@@ -39,12 +39,43 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.close()
 
 
+#: Request-head bound for every HTTP and WebSocket request. uvicorn's httptools
+#: parser has none (a 1 MB header was accepted), and long-polling requests come
+#: through it; the websocket handshake is bounded per line by ``websockets``.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def limit_header_size(app: Any, limit: int = MAX_HEADER_BYTES) -> Any:
+    """ASGI middleware answering 431 (HTTP) or refusing the handshake (WebSocket)."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > limit:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                body = b"request header fields too large"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def app_from_env() -> Any:
     """uvicorn factory for worker processes."""
     # Workers are spawned, not forked: the parent's logging set-up is not theirs.
     configure_logging()
     path = os.environ.get(CONFIG_PATH_ENV) or None
-    return create_app(load_config(path)).ctx.asgi
+    return limit_header_size(create_app(load_config(path)).ctx.asgi)
 
 
 def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
@@ -78,7 +109,7 @@ def serve(config: Config, config_path: str | None) -> None:
         _run_workers(uv)
         return
     _exit_cleanly_after_shutdown()
-    uvicorn.Server(uvicorn_config(config, app.ctx.asgi)).run()
+    uvicorn.Server(uvicorn_config(config, limit_header_size(app.ctx.asgi))).run()
 
 
 def _exit_cleanly_after_shutdown() -> None:

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import base_config
-from tests.support.clients import eventually, make_token
+from tests.support.clients import eventually, http, make_token
 
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"], ["polling", "websocket"]])
@@ -70,3 +70,12 @@ async def test_websocket_handshake_with_an_oversized_header_is_answered(start_se
     assert status_line.startswith(b"HTTP/1.1 431")
     assert await asyncio.wait_for(reader.read(), timeout=5) is not None  # closed by the server
     writer.close()
+
+
+async def test_oversized_request_heads_are_refused(start_server):
+    server = start_server()
+    big = {"X-Padding": "p" * 20_000}
+    status, _ = await http("GET", server.url + "/socket.io/?EIO=4&transport=polling", headers=big)
+    assert status == 431
+    status, _ = await http("GET", server.url + "/health", headers={"X-Padding": "p" * 8_000})
+    assert status == 200

@@ -93,12 +93,19 @@ class Client:
 
 
 async def http(
-    method: str, url: str, body: Any = None, api_key: str | None = None, raw: bytes | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    api_key: str | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """One HTTP request with aiohttp (never blocks the test's event loop): (status, JSON)."""
     import aiohttp
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = dict(headers or {})
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     async with aiohttp.ClientSession() as session:
         kwargs: dict[str, Any] = {"headers": headers}
         if raw is not None:
