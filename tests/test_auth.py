@@ -8,6 +8,7 @@ token material).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -22,7 +23,7 @@ import pytest
 import socketio
 
 from tests.conftest import base_config
-from tests.support.clients import SECRET, Client, eventually
+from tests.support.clients import SECRET, Client, eventually, make_token
 from tests.support.procs import HOST, Proc, server_process
 from tests.support.tokens import claims, public_jwk, raw_token, rsa_keypair, token_material
 
@@ -380,11 +381,14 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
+        self.gate = threading.Event()  # cleared: answers wait until it is set
+        self.gate.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
+                outer.gate.wait(30)
                 body = json.dumps({"keys": outer.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -486,3 +490,29 @@ async def test_no_disconnect_on_expiry_when_disabled(start_server, clients) -> N
     assert client.sio.connected
     assert (await client.call("ping", {}, namespace="/"))["ok"] is True
     assert client.events("auth:expired", "/") == []
+
+
+async def test_jwks_fetch_does_not_block_the_event_loop(tmp_path: Path, clients) -> None:
+    private = rsa_keypair()[0]
+    with JwksServer() as jwks:
+        jwks.keys = [public_jwk(private, "k1")]
+        config = base_config(auth={"algorithms": ["HS256", "RS256"], "jwks_url": jwks.url})
+        server = server_process(tmp_path, config).start()
+        try:
+            pinger = await clients(server.url, make_token("pinger"), namespaces=["/"])
+            jwks.gate.clear()  # the JWKS endpoint now hangs until we let it answer
+            token = jwt.encode(
+                claims("jwks-user"), private, algorithm="RS256", headers={"kid": "k1"}
+            )
+            waiting = asyncio.ensure_future(clients(server.url, token, namespaces=["/"]))
+            await eventually(lambda: jwks.fetches == 1)
+            # While the server waits on the JWKS endpoint, it still serves others:
+            # a fetch on the event loop would deadlock this ack until the gate opens.
+            assert (await pinger.call("ping", {}, namespace="/", timeout=10))["ok"] is True
+            assert not waiting.done()
+            jwks.gate.set()
+            connected = await asyncio.wait_for(waiting, 15)
+            assert (await connected.call("ping", {}, namespace="/"))["ok"] is True
+        finally:
+            jwks.gate.set()
+            server.stop()
