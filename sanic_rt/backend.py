@@ -31,6 +31,9 @@ class ConnectResult:
 class TouchResult:
     changes: list[PublicView]
     statuses: dict[str, str]  # user_id -> effective status after the touch
+    #: users whose update could not be applied (their storage is down); their
+    #: callers answer ``unavailable`` while the rest of the batch succeeded
+    unavailable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
