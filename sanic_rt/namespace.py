@@ -26,6 +26,7 @@ from .envelope import AckError, error, ok
 from .gateway import presence_room, user_room
 from .presence import TooManyConnections
 from .presence_model import STATUSES
+from .tasks import BackgroundTasks
 from .validation import Choice, Id, IdList, validate
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         self.settings = settings
         self.presence = gateway.presence
         self._conns: dict[str, ConnState] = {}
+        self._background = BackgroundTasks()
 
     # --- the one way to get the current user ------------------------------------
 
@@ -199,7 +201,7 @@ class BaseNamespace(socketio.AsyncNamespace):
             return
         delay = max(0.0, state.user.exp + auth.leeway - time.time())
         state.expiry_timer = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._expire(sid))
+            delay, lambda: self._background.spawn(self._expire(sid))
         )
 
     async def _expire(self, sid: str) -> None:

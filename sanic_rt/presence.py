@@ -15,9 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .backend import BackendUnavailable, PresenceBackend, PresenceStats
+from .backend import BackendUnavailable, PresenceBackend, PresenceStats, TouchResult
 from .config import PresenceConfig
 from .presence_model import STATUSES, Connection, PresenceRecord, PublicView
+from .tasks import BackgroundTasks
 
 log = logging.getLogger("sanic_rt.presence")
 
@@ -59,15 +60,13 @@ class HeartbeatBatcher:
     def __init__(self, presence: Presence) -> None:
         self.presence = presence
         self._pending: list[tuple[Connection, asyncio.Future[str]]] = []
-        self._draining = False
-        self._drain_task: asyncio.Future[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
 
     async def beat(self, conn: Connection) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.append((conn, future))
-        if not self._draining:
-            self._draining = True
-            self._drain_task = asyncio.ensure_future(self._drain())
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -77,26 +76,33 @@ class HeartbeatBatcher:
                 batch, self._pending = self._pending[:size], self._pending[size:]
                 await self._flush(batch)
         finally:
-            self._draining = False
+            self._drain_task = None
 
     async def _flush(self, batch: list[tuple[Connection, asyncio.Future[str]]]) -> None:
-        presence = self.presence
         try:
-            result = await presence._call(
-                presence.backend.touch([c for c, _ in batch], presence.clock(), activity=True)
-            )
+            result = await self.presence._touch([c for c, _ in batch], activity=True)
         except Exception as err:  # each waiting ping answers with it (unavailable, internal)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(err)
             return
         for conn, future in batch:
-            if not future.done():
+            if future.done():
+                continue
+            if conn.user_id in result.unavailable:
+                future.set_exception(BackendUnavailable(f"storage of {conn.user_id} is down"))
+            else:
                 future.set_result(result.statuses.get(conn.user_id, "online"))
-        try:
-            await presence._publish(result.changes)
-        except Exception:
-            log.exception("publishing presence changes failed")
+
+    async def close(self) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(BackendUnavailable("shutting down"))
+        self._pending = []
 
 
 class Presence:
@@ -119,6 +125,7 @@ class Presence:
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
         self._activity_flushed: dict[str, float] = {}
         self._heartbeats = HeartbeatBatcher(self)
+        self._background = BackgroundTasks()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -135,8 +142,10 @@ class Presence:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._background.cancel_all()
         for timer in self._grace_timers.values():
             timer.cancel()
+        await self._heartbeats.close()
         # Leave this node's users in their grace, so that a reconnect to another
         # node announces nothing and the sweeper settles the rest.
         for conn in list(self.local.values()):
@@ -169,6 +178,28 @@ class Presence:
     async def _publish(self, changes: list[PublicView]) -> None:
         if changes and self.publisher is not None:
             await self.publisher(changes)
+
+    async def _touch(self, conns: list[Connection], activity: bool) -> TouchResult:
+        """Refresh ``conns``, publish what changed, and undo refreshes that raced a close.
+
+        ``touch`` re-creates missing entries (so presence comes back after a
+        storage restart). A connection that closed while its refresh was in
+        flight would come back as a ghost for a whole ttl; remove it again.
+        """
+        result = await self._call(self.backend.touch(conns, self.clock(), activity))
+        if result.unavailable:
+            self._warn.warning(
+                "presence backend %s unavailable for %d users",
+                self.backend.name,
+                len(result.unavailable),
+            )
+        await self._publish(result.changes)
+        for conn in conns:
+            current = self.local.get(conn.sid)
+            if current is None or current.user_id != conn.user_id:
+                with contextlib.suppress(BackendUnavailable):
+                    await self.disconnect(conn.user_id, conn.sid)
+        return result
 
     # --- connections -------------------------------------------------------------
 
@@ -210,8 +241,14 @@ class Presence:
         """
         throttle = min(5.0, self.config.idle_timeout / 4)
         if self.clock() - self._activity_flushed.get(sid, float("-inf")) >= throttle:
-            with contextlib.suppress(BackendUnavailable):
-                await self.mark_user_online(user_id, sid)
+            # Not awaited: the event's handler need not wait for the write.
+            self._activity_flushed[sid] = self.clock()
+            self._background.spawn(self._quietly(self.mark_user_online(user_id, sid)))
+
+    @staticmethod
+    async def _quietly(coro: Awaitable[Any]) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            await coro
 
     async def disconnect(self, user_id: str, sid: str, schedule: bool = True) -> None:
         self.local.pop(sid, None)
@@ -226,7 +263,7 @@ class Presence:
         delay = max(0.0, at - self.clock()) + 0.01
         loop = asyncio.get_running_loop()
         self._grace_timers[user_id] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._settle_one(user_id))
+            delay, lambda: self._background.spawn(self._settle_one(user_id))
         )
 
     def _cancel_grace(self, user_id: str) -> None:
@@ -246,8 +283,7 @@ class Presence:
         conns = list(self.local.values())
         size = self.config.refresh_batch_size
         for i in range(0, len(conns), size):
-            result = await self._call(self.backend.touch(conns[i : i + size], self.clock(), False))
-            await self._publish(result.changes)
+            await self._touch(conns[i : i + size], activity=False)
 
     async def sweep(self) -> None:
         while True:

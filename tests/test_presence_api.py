@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from backends.memory import MemoryBackend
+from sanic_rt.backend import BackendUnavailable, TouchResult
 from sanic_rt.config import PresenceConfig, load_config
 from sanic_rt.presence import Presence, TooManyConnections
 from sanic_rt.presence_model import Timings
@@ -84,3 +87,65 @@ async def test_close_leaves_this_nodes_users_in_grace(presence):
     record = await presence.get("alice")
     assert record.online and record.connections == 0
     assert presence.local == {}
+
+
+class CountingBackend(MemoryBackend):
+    """The real memory backend, counting touch calls and able to hold one open."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.touch_calls: list[int] = []
+        self.hold: asyncio.Event | None = None
+        self.down: set[str] = set()
+
+    async def touch(self, conns, now, activity):
+        self.touch_calls.append(len(conns))
+        if self.hold is not None:
+            await self.hold.wait()
+        up = [c for c in conns if c.user_id not in self.down]
+        result = await super().touch(up, now, activity)
+        return TouchResult(result.changes, result.statuses, frozenset(self.down))
+
+
+@pytest.fixture
+async def counted():
+    config = PresenceConfig(ttl=30, offline_grace=0.2, sweep_interval=60, idle_timeout=100)
+    backend = CountingBackend(load_config(env={}), Timings(30, 0.2, 100))
+    api = Presence(backend, config, max_connections=3)
+    await api.start()
+    yield api, backend
+    await api.close()
+
+
+async def test_concurrent_pings_share_one_touch(counted):
+    api, backend = counted
+    for i in range(50):
+        await api.connect(f"u{i}", f"s{i}", "/chats")
+    statuses = await asyncio.gather(*(api.mark_user_online(f"u{i}", f"s{i}") for i in range(50)))
+    assert statuses == ["online"] * 50
+    assert backend.touch_calls == [50]
+
+
+async def test_a_ping_whose_storage_is_down_answers_unavailable_alone(counted):
+    api, backend = counted
+    await api.connect("up", "s1", "/chats")
+    await api.connect("down", "s2", "/chats")
+    backend.down = {"down"}
+    results = await asyncio.gather(
+        api.mark_user_online("up", "s1"), api.mark_user_online("down", "s2"), return_exceptions=True
+    )
+    assert results[0] == "online" and isinstance(results[1], BackendUnavailable)
+
+
+async def test_a_close_racing_the_refresh_leaves_no_ghost(counted):
+    api, backend = counted
+    await api.connect("alice", "s1", "/chats")
+    backend.hold = asyncio.Event()
+    refresh = asyncio.create_task(api.refresh_local())
+    await eventually(lambda: backend.touch_calls)  # the refresh holds s1 in flight
+    disconnect = asyncio.create_task(api.disconnect("alice", "s1"))
+    await eventually(disconnect.done)
+    backend.hold.set()  # now the refresh lands, after the close: it re-created s1
+    await refresh
+    record = await api.get("alice")
+    assert record.connections == 0 and record.sids == ()
