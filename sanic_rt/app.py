@@ -168,6 +168,8 @@ def create_app(
         logger=False,
         engineio_logger=False,
     )
+    if config.cluster.manager:
+        sio.emit_timeout = config.cluster.timeout
     presence = Presence(backend, config.presence, config.auth.max_connections_per_user, clock)
     gateway = Gateway(
         config=config,

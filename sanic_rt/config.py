@@ -112,6 +112,7 @@ class ClusterConfig:
     manager: Literal["", "redis", "memcached"] = _opt("", '"" (one process) or "redis"')
     url: str = _opt("", "manager URL; default the presence Redis URL")
     channel: str = _opt("sanic_rt", "pub/sub channel")
+    timeout: float = _opt(1.0, "seconds an emit through the manager may take", min=0.01, max=60)
 
 
 @dataclass(frozen=True)

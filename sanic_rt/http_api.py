@@ -145,7 +145,7 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
 
     @app.exception(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> HTTPResponse:
-        return json(error("unavailable", "presence storage is unavailable"), 503)
+        return json(error("unavailable", "temporarily unavailable; try again"), 503)
 
     @app.exception(Exception)
     async def other_error(request: Request, exc: Exception) -> HTTPResponse:

@@ -112,7 +112,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         except AckError as err:
             return err.envelope()
         except BackendUnavailable:
-            return error("unavailable", "presence storage is unavailable; try again")
+            return error("unavailable", "temporarily unavailable; try again")
         except Exception:
             log.exception("handler for %r in %s failed", event, self.namespace)
             return error("internal", "internal error")

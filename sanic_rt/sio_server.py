@@ -1,4 +1,11 @@
-"""Our Socket.IO server: python-socketio's AsyncServer with a transport fix.
+"""Our Socket.IO server: python-socketio's AsyncServer with a transport fix and
+bounded emits.
+
+With a pub/sub manager every emit is a PUBLISH; python-socketio retries a
+stalled Redis for about 10 s, holding the handler (and, events being handled
+in order, the connection) that long and then dropping the message while the
+sender was told ``ok``. Emits are bounded by ``[cluster] timeout`` and answer
+``unavailable`` instead.
 
 python-engineio closes a long-polling socket on the client's CLOSE packet with
 ``abort=True``, which leaves the client's pending GET waiting until the ping
@@ -9,10 +16,27 @@ interval ends (25 s by default): python-socketio's client blocks that long in
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import socketio
+
+from .backend import BackendUnavailable
 
 
 class GatewayServer(socketio.AsyncServer):
+    #: seconds an emit through the cluster manager may take; None without one
+    emit_timeout: float | None = None
+
+    async def emit(self, *args: Any, **kwargs: Any) -> None:
+        if self.emit_timeout is None:
+            return await super().emit(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self.emit_timeout):
+                return await super().emit(*args, **kwargs)
+        except TimeoutError:
+            raise BackendUnavailable("the cluster message bus did not answer") from None
+
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str | None = None) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
         socket = self.eio.sockets.get(eio_sid)
