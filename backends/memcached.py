@@ -19,6 +19,11 @@ Memcached has no sets, no scans and no scripts, so the design is built from
   rendezvous hashing, and its bucket is one of the buckets that live on that
   same server, so one user's operation touches one server. A dead server's
   keys are never re-mapped; calls for them raise ``BackendUnavailable``.
+* Multi-user operations (``touch``, ``settle``, ``sweep``) work server by
+  server and user by user: a user whose server is down, or whose cas retries
+  run out, is skipped (``touch`` reports it in ``TouchResult.unavailable``),
+  and every write that did land is still returned and indexed, so no decided
+  transition goes unannounced.
 
 pymemcache is blocking: each operation runs whole (all its round trips) in a
 bounded thread pool, never on the event loop.
@@ -101,6 +106,25 @@ class _Loaded:
     index: list[Any] | None
     indexed_at: float
     exists: bool
+
+
+@dataclass
+class _Updated:
+    """What one gets/cas pass over several users achieved.
+
+    ``results``: user -> (public view before, state after, apply's result), for
+    every user whose write landed or needed none. ``failed``: user -> why not
+    (server down, cas retries exhausted); those users were left as they were.
+    """
+
+    results: dict[str, tuple[PublicView, UserState, Any]]
+    failed: dict[str, str]
+
+    def one(self, user_id: str) -> tuple[PublicView, UserState, Any] | None:
+        """The result of a single-user operation, which has no batch to report into."""
+        if user_id in self.failed:
+            raise BackendUnavailable(self.failed[user_id])
+        return self.results.get(user_id)
 
 
 class _Server:
@@ -233,14 +257,28 @@ class MemcachedBackend(PresenceBackend):
             self.on_call(method)
         return self.servers[server].call(method, *args, **kwargs)
 
-    def _gets_users(self, user_ids: Iterable[str]) -> dict[str, tuple[bytes, bytes] | None]:
+    def _gets_users(
+        self, user_ids: Iterable[str], dead: dict[int, str]
+    ) -> dict[str, tuple[bytes, bytes] | None]:
+        """One ``gets_many`` per server; users of an unreachable server are left out.
+
+        A server that fails is added to ``dead`` (server -> error) instead of
+        failing the whole call, so the other servers' users still get an
+        answer; servers already in ``dead`` are not asked again.
+        """
         by_server: dict[int, list[str]] = defaultdict(list)
         for user_id in user_ids:
             by_server[self.server_index_of_user(user_id)].append(user_id)
         out: dict[str, tuple[bytes, bytes] | None] = {}
         for server, ids in by_server.items():
+            if server in dead:
+                continue
             keys = {self.user_key(u): u for u in ids}
-            found = self._cmd(server, "gets_many", list(keys))
+            try:
+                found = self._cmd(server, "gets_many", list(keys))
+            except BackendUnavailable as err:
+                dead[server] = str(err)
+                continue
             for key, user_id in keys.items():
                 out[user_id] = found.get(key)
         return out
@@ -286,23 +324,34 @@ class MemcachedBackend(PresenceBackend):
         *,
         create: bool = True,
         force_index: bool = False,
-    ) -> dict[str, tuple[PublicView, UserState, Any]]:
+    ) -> _Updated:
         """The gets/cas loop: apply ``apply`` to each user's state until every cas lands.
 
-        Returns user -> (public view before, state after, apply's result). Then
-        writes the bucket entries whose content changed.
+        Users whose server is unreachable, or whose cas retries run out, are
+        given up on one by one (``failed``) rather than failing the batch:
+        the other users' writes may already have landed, and the transitions
+        they decided must reach the caller to be announced. Then writes the
+        bucket entries of the users whose records changed.
         """
         results: dict[str, tuple[PublicView, UserState, Any]] = {}
+        failed: dict[str, str] = {}
         index_writes: dict[str, tuple[int, list[Any] | None]] = {}
+        # Servers found unreachable during this call: not asked again, so a hung
+        # server costs one timeout per call rather than one per user.
+        dead: dict[int, str] = {}
         pending = list(dict.fromkeys(user_ids))
         for attempt in range(self.mc.max_cas_retries):
             if not pending:
                 break
             if attempt:
                 self._backoff(attempt)
-            raws = self._gets_users(pending)
+            raws = self._gets_users(pending, dead)
             retry: list[str] = []
             for user_id in pending:
+                server = self.server_index_of_user(user_id)
+                if server in dead:
+                    failed[user_id] = dead[server]
+                    continue
                 loaded = self._load(raws.get(user_id))
                 state = loaded.state
                 if not loaded.exists and not create and not force_index:
@@ -335,28 +384,31 @@ class MemcachedBackend(PresenceBackend):
                     "w": now if write_index else loaded.indexed_at,
                 }
                 value = _JSON.encode(record).encode()
-                server = self.server_index_of_user(user_id)
                 key = self.user_key(user_id)
-                if self._store(server, key, value, loaded.cas, self.record_exptime):
+                try:
+                    stored = self._store(server, key, value, loaded.cas, self.record_exptime)
+                except BackendUnavailable as err:
+                    # The server went away between gets and cas. (A timeout cannot
+                    # tell whether the write landed; the user is reported failed.)
+                    dead[server] = failed[user_id] = str(err)
+                    continue
+                if stored:
                     results[user_id] = (before, state, outcome)
                     if write_index:
                         index_writes[user_id] = (version, entry)
                 else:
                     retry.append(user_id)
             pending = retry
-        if pending:
-            raise BackendUnavailable(
-                f"memcached: {self.mc.max_cas_retries} cas attempts failed for user {pending[0]!r}"
+        for user_id in pending:
+            failed[user_id] = (
+                f"memcached: {self.mc.max_cas_retries} cas attempts failed for user {user_id!r}"
             )
         if index_writes:
-            try:
-                self._write_index(index_writes, now)
-            except BackendUnavailable as err:
-                # The user records have changed, so their transitions must still be
-                # announced; the index catches up at the next refresh (entries are
-                # re-asserted once a ttl) or the next change.
-                log.warning("presence index not updated: %s", err)
-        return results
+            # The user records have changed, so their transitions must be announced
+            # whatever happens to the index: it catches up at the next refresh
+            # (entries are re-asserted once a ttl) or the next change.
+            self._write_index(index_writes, now, dead=dead)
+        return _Updated(results, failed)
 
     # --- the index ---------------------------------------------------------------
 
@@ -365,12 +417,17 @@ class MemcachedBackend(PresenceBackend):
         writes: dict[str, tuple[int, list[Any] | None]],
         now: float,
         drop: Iterable[tuple[int, str]] = (),
+        dead: dict[int, str] | None = None,
     ) -> None:
         """Apply versioned entries (None = remove) bucket by bucket, each with a cas loop.
 
         ``drop`` removes (bucket, user) entries outright: entries found in a
         bucket that is not the user's (after a change of the server list).
+        Best effort, bucket by bucket: a bucket that cannot be written (its
+        server down, ``dead`` holding servers already known down, or its cas
+        retries exhausted) is logged and skipped, and the others are written.
         """
+        dead = {} if dead is None else dead
         by_bucket: dict[int, dict[str, tuple[int, list[Any] | None]]] = defaultdict(dict)
         for user_id, write in writes.items():
             by_bucket[self.bucket_of_user(user_id)][user_id] = write
@@ -378,8 +435,22 @@ class MemcachedBackend(PresenceBackend):
         for bucket, user_id in drop:
             drops[bucket].append(user_id)
             by_bucket.setdefault(bucket, {})
+        skipped: list[str] = []
         for bucket, updates in by_bucket.items():
-            self._cas_bucket(bucket, updates, drops.get(bucket, []), now)
+            server = self.server_index_of_bucket(bucket)
+            if server in dead:
+                skipped.append(f"bucket {bucket}: {dead[server]}")
+                continue
+            try:
+                if not self._cas_bucket(bucket, updates, drops.get(bucket, []), now):
+                    skipped.append(
+                        f"bucket {bucket}: {self.mc.max_cas_retries} cas attempts failed"
+                    )
+            except BackendUnavailable as err:
+                dead[server] = str(err)
+                skipped.append(f"bucket {bucket}: {err}")
+        if skipped:
+            log.warning("presence index not updated: %s", "; ".join(skipped))
 
     def _cas_bucket(
         self,
@@ -387,7 +458,8 @@ class MemcachedBackend(PresenceBackend):
         updates: dict[str, tuple[int, list[Any] | None]],
         drops: list[str],
         now: float,
-    ) -> None:
+    ) -> bool:
+        """One bucket's cas loop; False when its retries run out (raises when unreachable)."""
         key = self.bucket_keys[bucket]
         server = self.server_index_of_bucket(bucket)
         for attempt in range(self.mc.max_cas_retries):
@@ -418,25 +490,38 @@ class MemcachedBackend(PresenceBackend):
             for user_id in expired:
                 del tombs[user_id]
             if not changed and not expired:
-                return
+                return True
             value = _JSON.encode(data).encode()
             if self._store(server, key, value, raw[1] if raw else None, MAX_RELATIVE_EXPTIME):
-                return
-        raise BackendUnavailable(
-            f"memcached: {self.mc.max_cas_retries} cas attempts failed for index bucket {bucket}"
-        )
+                return True
+        return False
 
-    def _read_index(self) -> list[tuple[int, dict[str, list[Any]]]]:
-        """Every bucket's entries; any server down means no answer rather than a wrong one."""
+    def _read_index(self, partial: bool = False) -> list[tuple[int, dict[str, list[Any]]]]:
+        """Every bucket's entries, one multi-get per server.
+
+        Counts and listings need all of them: any server down means no answer
+        rather than a wrong one. With ``partial`` (the sweeper, which can settle
+        the live servers' users without the dead one's buckets) the buckets of
+        unreachable servers are left out, and only all of them down raises.
+        """
         by_server: dict[int, list[int]] = defaultdict(list)
         for i in range(len(self.bucket_keys)):
             by_server[self.server_index_of_bucket(i)].append(i)
         out = []
+        error: BackendUnavailable | None = None
         for server, buckets in by_server.items():
-            found = self._cmd(server, "get_many", [self.bucket_keys[i] for i in buckets])
+            try:
+                found = self._cmd(server, "get_many", [self.bucket_keys[i] for i in buckets])
+            except BackendUnavailable as err:
+                if not partial:
+                    raise
+                error = err
+                continue
             for i in buckets:
                 raw = found.get(self.bucket_keys[i])
                 out.append((i, json.loads(raw)["e"] if raw else {}))
+        if error is not None and not out:
+            raise error
         return out
 
     def _online_ids(self) -> list[str]:
@@ -456,7 +541,9 @@ class MemcachedBackend(PresenceBackend):
             return state.connect(conn, now, self.timings, max_connections)
 
         def run() -> ConnectResult:
-            before, state, accepted = self._update_users([conn.user_id], apply, now)[conn.user_id]
+            one = self._update_users([conn.user_id], apply, now).one(conn.user_id)
+            assert one is not None  # created when missing, so always a result
+            before, state, accepted = one
             if not accepted:
                 return ConnectResult(False, [])
             return ConnectResult(True, _changed(conn.user_id, before, state))
@@ -473,13 +560,16 @@ class MemcachedBackend(PresenceBackend):
                 state.touch(conn, now, self.timings, activity)
 
         def run() -> TouchResult:
-            results = self._update_users(list(by_user), apply, now)
+            updated = self._update_users(list(by_user), apply, now)
+            if updated.failed and not updated.results:
+                # Nothing landed, so nothing is lost by failing the call as a whole.
+                raise BackendUnavailable(next(iter(updated.failed.values())))
             changes: list[PublicView] = []
             statuses: dict[str, str] = {}
-            for user_id, (before, state, _) in results.items():
+            for user_id, (before, state, _) in updated.results.items():
                 changes += _changed(user_id, before, state)
                 statuses[user_id] = state.effective_status()
-            return TouchResult(changes, statuses)
+            return TouchResult(changes, statuses, frozenset(updated.failed))
 
         return await self._run(run)
 
@@ -488,34 +578,49 @@ class MemcachedBackend(PresenceBackend):
             state.disconnect(sid, now, self.timings)
 
         def run() -> DisconnectResult:
-            results = self._update_users([user_id], apply, now, create=False)
-            if user_id not in results:
+            one = self._update_users([user_id], apply, now, create=False).one(user_id)
+            if one is None:
                 return DisconnectResult([], None)
-            before, state, _ = results[user_id]
+            before, state, _ = one
             return DisconnectResult(_changed(user_id, before, state), state.grace_until)
 
         return await self._run(run)
 
-    def _settle(self, user_ids: Sequence[str], now: float, force_index: bool) -> list[PublicView]:
+    def _settle(
+        self, user_ids: Sequence[str], now: float, force_index: bool
+    ) -> tuple[list[PublicView], dict[str, str]]:
+        """The changes that landed, and the users that could not be settled (and why)."""
+
         def apply(_user: str, state: UserState) -> None:
             state.settle(now, self.timings)
 
-        results = self._update_users(user_ids, apply, now, create=False, force_index=force_index)
+        updated = self._update_users(user_ids, apply, now, create=False, force_index=force_index)
         changes: list[PublicView] = []
         for user_id in user_ids:
-            if user_id in results:
-                before, state, _ = results[user_id]
+            if user_id in updated.results:
+                before, state, _ = updated.results[user_id]
                 changes += _changed(user_id, before, state)
-        return changes
+        return changes, updated.failed
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
-        return await self._run(self._settle, list(user_ids), now, False)
+        def run() -> list[PublicView]:
+            ids = list(dict.fromkeys(user_ids))
+            changes, failed = self._settle(ids, now, False)
+            # A user that failed is settled by a later sweep (its deadline stays
+            # in the index), so only a call that achieved nothing is an error.
+            if ids and len(failed) == len(ids):
+                raise BackendUnavailable(next(iter(failed.values())))
+            return changes
+
+        return await self._run(run)
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         def run() -> list[PublicView]:
             due: list[tuple[float, str]] = []
             misplaced: list[tuple[int, str]] = []
-            for bucket, entries in self._read_index():
+            # A dead server's buckets wait for its return; the live servers'
+            # users are still settled (their deadlines pass meanwhile).
+            for bucket, entries in self._read_index(partial=True):
                 for user_id, (_v, _online, check_at, _counts) in entries.items():
                     if self.bucket_of_user(user_id) != bucket:
                         misplaced.append((bucket, user_id))
@@ -525,6 +630,8 @@ class MemcachedBackend(PresenceBackend):
                 self._write_index({}, now, drop=misplaced)
             due.sort()
             changes: list[PublicView] = []
+            tried = 0
+            failed: dict[str, str] = {}
             # Most due users only need check_at moved (their deadline was pushed
             # by a refresh), so go on past them, in bounded chunks, until
             # ``limit`` visible changes are found.
@@ -532,7 +639,13 @@ class MemcachedBackend(PresenceBackend):
                 ids = [u for _t, u in due[chunk * limit : (chunk + 1) * limit]]
                 if not ids or len(changes) >= limit:
                     break
-                changes += self._settle(ids, now, force_index=True)
+                chunk_changes, chunk_failed = self._settle(ids, now, force_index=True)
+                changes += chunk_changes
+                failed |= chunk_failed
+                tried += len(ids)
+            # Failed users stay due in the index and are retried by the next sweep.
+            if tried and len(failed) == tried:
+                raise BackendUnavailable(next(iter(failed.values())))
             return changes
 
         return await self._run(run)
@@ -544,14 +657,21 @@ class MemcachedBackend(PresenceBackend):
             state.set_status(status, now)
 
         def run() -> tuple[PresenceRecord, list[PublicView]]:
-            before, state, _ = self._update_users([user_id], apply, now)[user_id]
+            one = self._update_users([user_id], apply, now).one(user_id)
+            assert one is not None  # created when missing, so always a result
+            before, state, _ = one
             return state.record(user_id, now), _changed(user_id, before, state)
 
         return await self._run(run)
 
     async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
         def run() -> dict[str, PresenceRecord]:
-            raws = self._gets_users(user_ids)
+            dead: dict[int, str] = {}
+            raws = self._gets_users(user_ids, dead)
+            if dead:
+                # The interface has no per-user "unknown" here, and a missing
+                # record would read as offline: no answer rather than a wrong one.
+                raise BackendUnavailable(next(iter(dead.values())))
             out = {}
             for user_id in user_ids:
                 loaded = self._load(raws.get(user_id))

@@ -128,6 +128,24 @@ async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make
     assert await backend.online_count() == len(users)
 
     dead.kill()
+    # A refresh batch mixing both servers' users (as refresh_local and the
+    # heartbeat batcher send them): the live server's users are refreshed and
+    # returned, only the dead server's are unavailable.
+    started = time.perf_counter()
+    mixed = await other.touch(
+        [conn(u, f"s{i}") for i, u in enumerate(users)], T0 + 1, activity=False
+    )
+    assert time.perf_counter() - started < 2.5
+    assert mixed.unavailable == on_dead
+    assert mixed.statuses == {u: "online" for u in users if u not in on_dead}
+    assert mixed.changes == []
+    # Connected at T0 they would have expired at T0 + ttl; refreshed at T0 + 1 they live on.
+    alive = [u for u in users if u not in on_dead]
+    records = await backend.get_many(alive, T0 + TIMINGS.ttl + 0.5)
+    assert all(records[u].connections == 1 for u in alive)
+    # A batch of the dead server's users only: nothing landed, the call fails whole.
+    with pytest.raises(BackendUnavailable):
+        await other.touch([conn(u, "s") for u in sorted(on_dead)], T0 + 1, activity=False)
     for i, user in enumerate(users):
         started = time.perf_counter()
         if user in on_dead:
@@ -146,12 +164,19 @@ async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make
             await query
     with pytest.raises(BackendUnavailable):
         await backend.check()
-    with pytest.raises(BackendUnavailable):
-        await backend.sweep(T0 + 1, 100)
-    # A user on the live server goes offline normally, announced once.
-    alive_user = next(u for u in users if u not in on_dead)
+    # The sweeper reads the live server's buckets and settles its users.
+    assert await backend.sweep(T0 + 1, 100) == []
+    # A user on the live server goes offline normally, announced once, by
+    # settle (with users of the dead server in the same call) or by the sweep.
+    alive_user, alive_user2 = alive[:2]
+    dead_user = sorted(on_dead)[0]
     await backend.disconnect(alive_user, f"s{users.index(alive_user)}", T0 + 2)
-    assert await other.settle([alive_user], T0 + 8) == [offline(alive_user, T0 + 8)]
+    await backend.disconnect(alive_user2, f"s{users.index(alive_user2)}", T0 + 2)
+    assert await other.settle([dead_user, alive_user], T0 + 8) == [offline(alive_user, T0 + 8)]
+    with pytest.raises(BackendUnavailable):
+        await other.settle([dead_user], T0 + 8)
+    assert await other.sweep(T0 + 8, 100) == [offline(alive_user2, T0 + 8)]
+    await backend.connect(conn(alive_user2, "s-back"), T0 + 8, LIMIT)  # back for the rest
 
     dead.start()  # same port, empty: everything it held is gone
     await backend.check()
@@ -160,6 +185,7 @@ async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make
     # announces those users online again (they were lost, so nobody saw them go).
     live = [conn(u, f"s{i}") for i, u in enumerate(users) if u != alive_user]
     result = await other.touch(live, T0 + 9, activity=False)
+    assert result.unavailable == frozenset()
     assert sorted(c.user_id for c in result.changes) == sorted(on_dead)
     assert all(c == online(c.user_id) for c in result.changes)
     records = await backend.get_many(users, T0 + 9)
@@ -168,7 +194,59 @@ async def test_dead_server_fails_only_its_users_and_recovers(two_memcached, make
     page, _ = await backend.online_users(None, 100)
     assert page == sorted(u for u in users if u != alive_user)
     stats = await backend.stats(T0 + 9)
-    assert stats.online_users == len(users) - 1 and stats.connections == len(users) - 1
+    # alive_user2 has its old connection (refreshed by the touch) and "s-back".
+    assert stats.online_users == len(users) - 1 and stats.connections == len(users)
+
+
+async def test_exhausted_cas_retries_skip_one_user_and_keep_the_rest(
+    memcached_proc, make_memcached
+):
+    # One cas attempt per user, and another writer that changes the victim's record
+    # on the real server between this backend's gets and its cas: the victim's cas
+    # is refused every time, deterministically, while the other users' land.
+    backend = await make_memcached([memcached_proc], max_cas_retries=1)
+    victim, users = "victim", ["a", "b"]
+    for i, user in enumerate([victim, *users]):
+        await backend.connect(conn(user, f"s{i}"), T0, LIMIT)
+        await backend.disconnect(user, f"s{i}", T0 + 1)  # grace until T0 + 6
+    writer = MemcacheClient(("127.0.0.1", memcached_proc.port), timeout=2)
+    key = backend.user_key(victim)
+    cas_seen: list[str] = []
+
+    def concurrent_write(command: str) -> None:
+        # Runs in the backend's worker thread just before each command it sends.
+        if command == "cas":
+            cas_seen.append(command)
+            value, token = writer.gets(key)
+            assert writer.cas(key, value, token, expire=backend.record_exptime, noreply=False)
+
+    backend.on_call = concurrent_write
+    try:
+        # Settle: a and b go offline and are returned (and de-indexed); the victim is
+        # skipped, not failing the call, and left for a later sweep.
+        settled = await backend.settle([victim, *users], T0 + 7)
+        assert settled == [offline("a", T0 + 7), offline("b", T0 + 7)]
+        # Touch: a and b come back online, returned and indexed; only the victim
+        # is unavailable.
+        touched = await backend.touch(
+            [conn(u, f"t{i}") for i, u in enumerate([victim, *users])], T0 + 8, activity=False
+        )
+        assert touched.unavailable == {victim}
+        assert touched.statuses == {"a": "online", "b": "online"}
+        assert touched.changes == [online(u, last_seen=T0 + 7) for u in users]
+        # A single-user operation has no batch to report into: it raises.
+        with pytest.raises(BackendUnavailable):
+            await backend.set_status(victim, "dnd", T0 + 8)
+    finally:
+        backend.on_call = None
+        writer.close()
+    assert cas_seen  # the victim's cas really was raced
+    page, _ = await backend.online_users(None, 10)
+    assert page == ["a", "b", victim]  # the victim was never announced offline
+    # Exactly once: what was returned is not returned again; the victim is settled later.
+    assert (await backend.touch([conn(u, "t") for u in users], T0 + 9, False)).changes == []
+    assert await backend.sweep(T0 + 9, 100) == [offline(victim, T0 + 9)]
+    assert await backend.sweep(T0 + 9, 100) == []
 
 
 async def test_any_user_id_makes_a_valid_key(memcached_proc, make_memcached):
