@@ -138,6 +138,12 @@ def create_app(
     plugins.load(extra_plugins)
     backends = plugins.backends()
     name = config.presence.backend
+    if name not in backends and name in plugins.import_errors:
+        raise ConfigError(
+            config.source,
+            "presence.backend",
+            f"backend {name!r} failed to import: {plugins.import_errors[name]}",
+        )
     if name not in backends:
         raise ConfigError(
             config.source,

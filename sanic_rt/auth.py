@@ -267,7 +267,11 @@ class TokenVerifier:
 
     async def _verify(self, token: str) -> tuple[str, dict[str, Any]]:
         # The size check comes first so an oversized token costs no decoding.
-        if len(token.encode()) > MAX_TOKEN_BYTES:
+        try:
+            size = len(token.encode())
+        except UnicodeEncodeError:
+            raise AuthError("invalid_token", "malformed token") from None
+        if size > MAX_TOKEN_BYTES:
             raise AuthError("invalid_token", f"token larger than {MAX_TOKEN_BYTES} bytes")
         try:
             header = jwt.get_unverified_header(token)
@@ -316,6 +320,10 @@ class TokenVerifier:
             raise AuthError("invalid_token", f"claim {name!r} must be a non-empty string")
         if len(user_id) > MAX_USER_ID_LEN:
             raise AuthError("invalid_token", f"claim {name!r} longer than {MAX_USER_ID_LEN}")
+        try:
+            user_id.encode("utf-8")  # JSON allows lone surrogates; storage keys do not
+        except UnicodeEncodeError:
+            raise AuthError("invalid_token", f"claim {name!r} is not valid Unicode") from None
         return user_id
 
     def expiry(self, claims: dict[str, Any]) -> float | None:

@@ -169,6 +169,8 @@ def load_config(
             raise ConfigError(source, "", "not UTF-8 text") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(source, "", f"invalid TOML ({err})") from None
+        if not isinstance(raw.get("server", {}), dict):
+            raise ConfigError(source, "server", "expected a table")
         if "mode" not in raw.get("server", {}):
             raise ConfigError(source, "server.mode", 'required: "dev" or "production"')
     for key, value in _env_overrides(env):
@@ -180,13 +182,17 @@ def load_config(
     return dataclasses.replace(config, source=source)
 
 
+class EnvText(str):
+    """An environment value, read as the type its key wants once that is known."""
+
+
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, Any]]:
     found = []
     for name, text in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        found.append((dotted, _parse_env_value(text)))
+        found.append((dotted, EnvText(text)))
     return sorted(found)
 
 
@@ -196,6 +202,15 @@ def _parse_env_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _wants_text(hint: Any) -> bool:
+    # A secret like 2024-01-01 or 0123 must stay the string it was, not a date or int.
+    if hint is str:
+        return True
+    return typing.get_origin(hint) is Literal and all(
+        isinstance(a, str) for a in typing.get_args(hint)
+    )
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
@@ -236,6 +251,8 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
 
 
 def _check(value: Any, hint: Any, meta: Mapping[str, Any], key: str, source: str) -> Any:
+    if isinstance(value, EnvText):
+        value = str(value) if _wants_text(hint) else _parse_env_value(value)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is Literal:

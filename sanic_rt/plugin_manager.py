@@ -73,6 +73,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.settings: dict[str, Any] = {}
+        self.import_errors: dict[str, str] = {}  # backend entry points that failed to import
 
     @property
     def hook(self) -> Any:
@@ -104,6 +105,8 @@ class PluginHost:
             module = ep.load()
         except Exception as err:  # a broken plugin must not take the server down unnamed
             if not required:
+                # A backend only matters if selected; then this is the reason to give.
+                self.import_errors[name] = f"{type(err).__name__}: {err}"
                 return
             raise PluginError(
                 f"plugin {name!r}: import failed: {type(err).__name__}: {err}"

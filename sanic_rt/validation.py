@@ -41,7 +41,18 @@ class Id(Field):
             raise _bad(name, "expected a non-empty string")
         if len(value) > self.max_len:
             raise _bad(name, f"longer than {self.max_len} characters")
+        if not _is_utf8(value):
+            raise _bad(name, "not valid Unicode (lone surrogate)")
         return value
+
+
+def _is_utf8(value: str) -> bool:
+    # JSON allows "\ud800"; such a string cannot be encoded for a storage key.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,22 @@ def test_check_config_prints_effective_config_masked(tmp_path):
     result = run_cli("check-config", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"secret": "***"' in result.stdout and "abc-secret-123" not in result.stdout
+
+
+def test_env_values_keep_the_type_their_key_wants(tmp_path):
+    env = {
+        "SANIC_RT_AUTH__SECRET": "2024-01-01",
+        "SANIC_RT_API__KEYS_FILE": "0123",
+        "SANIC_RT_SERVER__PORT": "9100",
+        "SANIC_RT_PLUGINS__ENABLED": '["chats"]',
+    }
+    config = load_config(env=env)
+    assert config.auth.secret == "2024-01-01" and config.api.keys_file == "0123"
+    assert config.server.port == 9100 and config.plugins.enabled == ["chats"]
+    with pytest.raises(ConfigError, match="server.port"):
+        load_config(env={"SANIC_RT_SERVER__PORT": "eighty"})
+
+
+def test_a_non_table_section_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="server: expected a table"):
+        load_config(write(tmp_path, "server = 1\n"), env={})

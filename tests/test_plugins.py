@@ -13,6 +13,7 @@ import pytest
 import socketio
 
 from sanic_rt.app import create_app
+from sanic_rt.config import ConfigError
 from sanic_rt.envelope import AckError
 from sanic_rt.namespace import BaseNamespace, handler_name
 from sanic_rt.plugin_manager import PluginError
@@ -178,3 +179,20 @@ async def test_a_failing_connect_hook_refuses_with_internal_and_registers_nothin
         }
         presence = app.ctx.gateway.presence
         assert presence.local == {} and not (await presence.get("alice")).online
+
+
+def test_a_selected_backend_that_fails_to_import_says_why(tmp_path, monkeypatch):
+    # An entry point in the backends group whose module cannot be imported.
+    dist = tmp_path / "brokenbackend-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenbackend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[sanic_rt.backends]\nbroken = brokenbackend_missing_module\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = config_from_dict(base_config(presence={"backend": "broken"}))
+    with pytest.raises(ConfigError) as info:
+        create_app(config)
+    message = str(info.value)
+    assert "presence.backend" in message and "failed to import" in message
+    assert "ModuleNotFoundError" in message

@@ -191,3 +191,11 @@ async def test_http_presence_api(start_server, clients):
     assert online == {"user_ids": ["alice"], "next_cursor": "alice"}
     rest = (await http_get(url + "/api/v1/presence/online?limit=1&cursor=alice"))["data"]
     assert rest == {"user_ids": ["bob"], "next_cursor": None}
+
+
+async def test_lone_surrogate_ids_are_bad_requests(app_server, clients):
+    _app, url = app_server
+    client = await clients(url, make_token("alice"))
+    for event in ("presence:query", "presence:subscribe"):
+        ack = await client.call(event, {"user_ids": ["\ud800"]})
+        assert ack["ok"] is False and ack["error"]["code"] == "bad_request", ack
