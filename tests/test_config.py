@@ -150,7 +150,7 @@ def test_env_values_keep_the_type_their_key_wants(tmp_path):
     config = load_config(env=env)
     assert config.auth.secret == "2024-01-01" and config.api.keys_file == "0123"
     assert config.server.port == 9100 and config.plugins.enabled == ["chats"]
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         load_config(env={"SANIC_RT_SERVER__PORT": "eighty"})
 
 
