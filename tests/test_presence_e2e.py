@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import base_config
@@ -66,14 +68,21 @@ async def test_two_devices_and_the_record(start_server, clients):
 
 
 async def test_reload_within_grace_announces_nothing(start_server, clients):
-    server = start_server(base_config(presence={"offline_grace": 3}))
+    grace = 2.0
+    server = start_server(base_config(presence={"offline_grace": grace}))
     bob = await clients(server.url, make_token("bob"))
     alice = await clients(server.url, make_token("alice"))
     await bob.call("presence:subscribe", {"user_ids": ["alice"]})
     await alice.close()  # the page reloads...
+    closed_at = time.monotonic()
     await clients(server.url, make_token("alice"))  # ...and comes back within the grace
     await sentinel(clients, server, bob)
     assert updates_for(bob, "alice") == []
+    # A late offline would come when the grace ends: look again once it has.
+    await eventually(lambda: time.monotonic() > closed_at + grace + 0.5, timeout=grace + 5)
+    await sentinel(clients, server, bob)
+    assert updates_for(bob, "alice") == []
+    assert (await record_of(server, "alice"))["online"] is True
 
 
 async def test_one_update_per_change_and_invisible(start_server, clients):
