@@ -64,8 +64,9 @@ class Gateway:
         ids = list(dict.fromkeys(user_ids))
         records = await self.presence.get_many(ids)
         connected = sum(1 for r in records.values() if namespace in r.namespaces)
-        for user_id in ids:
-            await self.sio.emit(event, data, room=user_room(user_id), namespace=namespace)
+        if ids:
+            # One emit to all the rooms: one PUBLISH with a cluster manager.
+            await self.sio.emit(event, data, to=[user_room(u) for u in ids], namespace=namespace)
         return len(ids), connected
 
     async def check_manager(self) -> bool:
