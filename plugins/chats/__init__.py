@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from sanic_rt.backend import BackendUnavailable
 from sanic_rt.envelope import AckError
 from sanic_rt.hookspecs import hookimpl
 from sanic_rt.namespace import BaseNamespace
@@ -78,8 +79,11 @@ class ChatsNamespace(BaseNamespace):
         user_id = self.user(sid).user_id
         # "The others": skip every connection of the typist on this namespace,
         # cluster-wide (presence knows them all), not just this one.
-        record = await self.presence.get(user_id)
-        own = [s for s, namespace in record.sids if namespace == self.namespace] or [sid]
+        try:
+            record = await self.presence.get(user_id)
+            own = [s for s, namespace in record.sids if namespace == self.namespace] or [sid]
+        except BackendUnavailable:
+            own = [sid]  # typing is best effort: better an echo to own devices than nothing
         event = {
             "conversation_id": payload["conversation_id"],
             "user_id": user_id,
