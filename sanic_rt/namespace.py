@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -62,15 +63,20 @@ class TokenBucket:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class ConnState:
-    """Per-connection state, kept in the socket's session under ``"rt"``."""
+    """Per-connection state, in the namespace's ``_conns`` by sid.
+
+    Slotted, and the sets immutable and shared while empty: one of these lives
+    for every idle connection (docs/performance.md, RSS per connection).
+    """
 
     user: AuthenticatedUser
     bucket: TokenBucket
-    subscriptions: set[str] = field(default_factory=set)
+    subscriptions: frozenset[str] = frozenset()
     follows: frozenset[str] = frozenset()
-    expiry_timer: asyncio.TimerHandle | None = None
+    #: when the token's expiry closes this connection (wall clock; None: never)
+    expires_at: float | None = None
 
 
 class BaseNamespace(socketio.AsyncNamespace):
@@ -80,6 +86,13 @@ class BaseNamespace(socketio.AsyncNamespace):
         self.settings = settings
         self.presence = gateway.presence
         self._conns: dict[str, ConnState] = {}
+        # Token expiry: one timer per namespace over a heap of (deadline, sid),
+        # not a TimerHandle and closure per connection (~700 B each). Entries are
+        # dropped lazily: one counts only while it equals its connection's expires_at.
+        self._expiry_heap: list[tuple[float, str]] = []
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_when = 0.0
+        self._expiry_loop: asyncio.AbstractEventLoop | None = None
         self._background = BackgroundTasks()
 
     # --- the one way to get the current user ------------------------------------
@@ -160,9 +173,10 @@ class BaseNamespace(socketio.AsyncNamespace):
         server = gw.config.server
         state = ConnState(user, TokenBucket(server.events_per_second, server.events_burst))
         self._conns[sid] = state
-        await self.save_session(sid, {"rt": state})
         await self.enter_room(sid, user_room(user_id))
-        state.follows = frozenset(follows - {user_id})
+        followed = follows - {user_id}
+        if followed:  # else keep the shared empty default: frozenset(set()) is a new object
+            state.follows = frozenset(followed)
         for followed in state.follows:
             await self.enter_room(sid, presence_room(followed))
         self._schedule_expiry(sid, state)
@@ -180,8 +194,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         state = self._conns.pop(sid, None)
         if state is None:
             return
-        if state.expiry_timer is not None:
-            state.expiry_timer.cancel()
+        state.expires_at = None
         try:
             await self.presence.disconnect(state.user.user_id, sid)
         except BackendUnavailable:
@@ -193,16 +206,43 @@ class BaseNamespace(socketio.AsyncNamespace):
     # --- token expiry ----------------------------------------------------------
 
     def _schedule_expiry(self, sid: str, state: ConnState) -> None:
-        if state.expiry_timer is not None:
-            state.expiry_timer.cancel()
-            state.expiry_timer = None
         auth = self.gateway.config.auth
         if not auth.disconnect_on_expiry or state.user.exp is None:
+            state.expires_at = None  # an earlier entry in the heap no longer counts
             return
-        delay = max(0.0, state.user.exp + auth.leeway - time.time())
-        state.expiry_timer = asyncio.get_running_loop().call_later(
-            delay, lambda: self._background.spawn(self._expire(sid))
-        )
+        state.expires_at = deadline = state.user.exp + auth.leeway
+        heapq.heappush(self._expiry_heap, (deadline, sid))
+        if len(self._expiry_heap) > 2 * len(self._conns) + 64:
+            # Disconnects leave their entries behind; rebuild before they pile up.
+            self._expiry_heap = [
+                (s.expires_at, k) for k, s in self._conns.items() if s.expires_at is not None
+            ]
+            heapq.heapify(self._expiry_heap)
+        self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Have the one timer fire at the earliest deadline in the heap."""
+        heap, loop = self._expiry_heap, asyncio.get_running_loop()
+        if self._expiry_timer is not None:
+            if heap and self._expiry_when <= heap[0][0] and self._expiry_loop is loop:
+                return  # it fires early enough, and re-arms for the rest
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if heap:
+            self._expiry_when, self._expiry_loop = heap[0][0], loop
+            delay = max(0.0, heap[0][0] - time.time())
+            self._expiry_timer = loop.call_later(delay, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._expiry_timer = None
+        heap, now = self._expiry_heap, time.time()
+        while heap and heap[0][0] <= now:
+            deadline, sid = heapq.heappop(heap)
+            state = self._conns.get(sid)
+            if state is not None and state.expires_at == deadline:
+                state.expires_at = None
+                self._background.spawn(self._expire(sid))
+        self._arm_expiry()
 
     async def _expire(self, sid: str) -> None:
         state = self._conns.get(sid)
@@ -247,7 +287,7 @@ class BaseNamespace(socketio.AsyncNamespace):
             raise AckError("bad_request", f"at most {limit} subscriptions", field="user_ids")
         for user_id in wanted - state.subscriptions:
             await self.enter_room(sid, presence_room(user_id))
-        state.subscriptions |= wanted
+        state.subscriptions |= wanted  # a new frozenset: the empty default is shared
         return await self._snapshot(sid, payload["user_ids"])
 
     async def on_presence_unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
@@ -255,7 +295,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         payload = validate(data, {"user_ids": IdList(max_items=limit)})
         state = self._conns[sid]
         for user_id in set(payload["user_ids"]) & state.subscriptions:
-            state.subscriptions.discard(user_id)
+            state.subscriptions -= {user_id}
             if user_id not in state.follows:
                 await self.leave_room(sid, presence_room(user_id))
         return {"user_ids": sorted(state.subscriptions)}
