@@ -12,6 +12,11 @@ python-engineio closes a long-polling socket on the client's CLOSE packet with
 interval ends (25 s by default): python-socketio's client blocks that long in
 ``disconnect()``. We wake the pending GET once the socket is closed
 (tests/test_transports.py::test_polling_disconnect_is_prompt shows it).
+
+The handshake's environ lives as long as the connection (python-socketio keeps
+it for every namespace connect); its ``wsgi.input`` holds a request-body reader
+whose class python-engineio's ASGI driver builds per request: ~3.3 KB per idle
+connection for a body nobody reads again (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from .backend import BackendUnavailable
 
 
 class GatewayServer(socketio.AsyncServer):
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # A connect is always a GET: its body was never read and never will be.
+        environ.pop("wsgi.input", None)
+        return await super()._handle_eio_connect(eio_sid, environ)
+
     #: seconds an emit through the cluster manager may take; None without one
     emit_timeout: float | None = None
 
