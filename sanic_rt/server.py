@@ -24,12 +24,16 @@ WS_FRAME_HEADROOM = 1024
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O websockets protocol, answering handshakes it cannot parse.
+    """uvicorn's sans-I/O websockets protocol, with two fixes.
 
     For a handshake that ``websockets`` rejects while parsing (a header line
     over 8 KiB, e.g. a huge ``Authorization`` token; too many headers) uvicorn
     never writes the prepared 431/414 response: the client waits until its own
     timeout and the socket stays open. We write it and close.
+
+    uvicorn keeps the handshake's parsed request and response for the life of
+    the connection though only the handshake reads them (~1.6 KB of every idle
+    connection); we drop them once the accept has gone out.
     """
 
     def data_received(self, data: bytes) -> None:
@@ -37,6 +41,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            self.request = self.response = None  # type: ignore[assignment]
 
 
 #: Request-head bound for every HTTP and WebSocket request. uvicorn's httptools
