@@ -62,6 +62,8 @@ UNAVAILABLE_ERRORS = (
     OSError,
     asyncio.TimeoutError,
 )
+#: seconds a call may wait for a free pooled connection at the least
+QUEUE_WAIT_MIN = 5.0
 #: server replies that are outages, not bugs in our scripts
 UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 
@@ -128,6 +130,12 @@ class RedisBackend(PresenceBackend):
         self.shards = cfg.index_shards
         # One overall deadline per call, so that nothing waits on Redis for longer.
         self.deadline = cfg.connect_timeout + cfg.timeout
+        # Waiting for one of our own pooled connections is local queueing, not an
+        # outage: under a CPU-saturated loop it can exceed the Redis deadline while
+        # Redis is fine. Calls queue on this semaphore (at most queue_wait), and
+        # the deadline covers only the time spent talking to Redis.
+        self._slots = asyncio.Semaphore(cfg.pool_size)
+        self.queue_wait = max(QUEUE_WAIT_MIN, 5 * cfg.timeout)
         presence = self.config.presence
         # The clean-up net: an offline record is kept record_ttl; far beyond any deadline.
         expire = max(presence.record_ttl, 10 * (self.timings.ttl + self.timings.offline_grace))
@@ -179,6 +187,11 @@ class RedisBackend(PresenceBackend):
     @contextlib.asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
         try:
+            async with asyncio.timeout(self.queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BackendUnavailable("redis: too many calls waiting for a connection") from None
+        try:
             async with asyncio.timeout(self.deadline):
                 yield
         except UNAVAILABLE_ERRORS as err:
@@ -187,6 +200,8 @@ class RedisBackend(PresenceBackend):
             if str(err).startswith(UNAVAILABLE_REPLIES):
                 raise BackendUnavailable(f"redis: {err}") from None
             raise
+        finally:
+            self._slots.release()
 
     def _args(self, op: str, now: float, *rest: Any) -> list[Any]:
         return [op, repr(float(now)), *self._timing_args, *rest]
