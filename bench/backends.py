@@ -170,15 +170,22 @@ async def bench_backend(
 
 
 async def redis_floor(url: str, pool_size: int, seconds: float) -> dict[str, Any]:
-    """redis-py asyncio PING through a pool configured as the backend configures its own."""
+    """redis-py asyncio PING through a pool configured as the backend configures its own.
+
+    Callers queue on a semaphore of the pool's size, as the backend's do: with
+    more waiters than connections redis-py's BlockingConnectionPool times out
+    waiters ("No connection available") even while every PING is fast.
+    """
     import redis.asyncio as aioredis
 
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=1.0)
     client = aioredis.Redis(connection_pool=pool)
+    slots = asyncio.Semaphore(pool_size)
     try:
 
         async def ping(i: int) -> None:
-            await client.ping()
+            async with slots:
+                await client.ping()
 
         return {f"floor@{c}": await rate(ping, c, seconds) for c in CONCURRENCIES}
     finally:
