@@ -248,7 +248,10 @@ class BaseNamespace(socketio.AsyncNamespace):
         state = self._conns.get(sid)
         if state is None:
             return
-        await self.emit("auth:expired", {"exp": state.user.exp}, to=sid)
+        try:
+            await self.emit("auth:expired", {"exp": state.user.exp}, to=sid)
+        except Exception:  # the notice is best effort; the disconnect is not
+            log.warning("could not send auth:expired to %s", sid)
         await self.disconnect(sid)
 
     # --- events every namespace has -------------------------------------------
