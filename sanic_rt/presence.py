@@ -177,7 +177,12 @@ class Presence:
 
     async def _publish(self, changes: list[PublicView]) -> None:
         if changes and self.publisher is not None:
-            await self.publisher(changes)
+            try:
+                await self.publisher(changes)
+            except BackendUnavailable as err:
+                # The change is decided and stored; only its announcement is lost
+                # (the bus is down). The operation itself must not fail for it.
+                self._warn.warning("presence change not announced: %s", err)
 
     async def _touch(self, conns: list[Connection], activity: bool) -> TouchResult:
         """Refresh ``conns``, publish what changed, and undo refreshes that raced a close.

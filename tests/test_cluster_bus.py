@@ -30,6 +30,9 @@ async def test_stalled_redis_bus_answers_unavailable_and_recovers(
         assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
         # The connection is not held behind the stuck publish: presence still answers.
         assert (await alice.call("presence:query", {"user_ids": ["bob"]}))["ok"]
+        # A newcomer is admitted: its online is stored, only the announcement is lost.
+        carol = await clients(server.url, make_token("carol"))
+        assert (await carol.call("ping", {}))["ok"]
     finally:
         redis_proc.signal(signal.SIGCONT)
 
