@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanic_rt.testing import to_toml
+
 from .procs import HOST, Proc, free_port, poll
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -22,19 +24,6 @@ JS_DIR = BENCH_DIR / "js"
 NODE = "node"
 #: the HS256 key sanic-rt is configured with for the bench (a throwaway, not a secret)
 BENCH_SECRET = "bench-secret-that-is-at-least-32-bytes-long!"
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            scalars.append(f"{key} = {json.dumps(value)}")
-    out = "\n".join(scalars) + "\n"
-    for key, value in tables:
-        out += f"\n[{prefix}{key}]\n" + to_toml(value, f"{prefix}{key}.")
-    return out
 
 
 @dataclass

@@ -9,9 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -183,7 +181,6 @@ def create_app(
         presence=presence,
         verifier=TokenVerifier(config),
         plugins=plugins,
-        node_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
     )
     presence.publisher = gateway.publish_presence
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +40,6 @@ class Gateway:
     verifier: TokenVerifier
     plugins: PluginHost
     namespaces: list[str] = field(default_factory=list)
-    node_id: str = ""
-    started_at: float = field(default_factory=time.time)
 
     async def publish_presence(self, changes: list[PublicView]) -> None:
         """Send each visible change once, to its subscribers in every namespace."""

@@ -30,6 +30,14 @@ def envelope(data: Any = None, status: int = 200) -> HTTPResponse:
     return json(ok(data), status=status)
 
 
+async def push_to_users(
+    request: Request, user_ids: list[str], namespace: str, event: str, data: Any
+) -> HTTPResponse:
+    """Emit ``event`` to users' connections on ``namespace``; answer ``{users, connected}``."""
+    users, connected = await gateway_of(request).push(user_ids, namespace, event, data)
+    return envelope({"users": users, "connected": connected})
+
+
 def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, or ``bad_request``."""
     try:

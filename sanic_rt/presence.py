@@ -119,7 +119,6 @@ class Presence:
         self.clock = clock
         self.local: dict[str, Connection] = {}  # this node's connections by sid
         self.publisher: Publisher | None = None
-        self.available = True
         self._warn = RateLimitedLog(log)
         self._tasks: list[asyncio.Task[None]] = []
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
@@ -169,10 +168,8 @@ class Presence:
         try:
             result = await coro
         except BackendUnavailable as err:
-            self.available = False
             self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
             raise
-        self.available = True
         return result
 
     async def _publish(self, changes: list[PublicView]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -65,6 +66,21 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
     flatten(data, "")
     return load_config(None, env={}, overrides=overrides)
+
+
+def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """A config dict (shaped like the file) as TOML text, for a server started through the CLI."""
+    scalars, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            scalars.append(f"{key} = {json.dumps(value)}")
+    out = "\n".join(scalars) + "\n"
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        out += f"\n[{name}]\n" + to_toml(value, name + ".")
+    return out
 
 
 def token(config: Config, user_id: str, ttl: float = 600, **claims: Any) -> str:

@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from sanic_rt.app import create_app
-from sanic_rt.config import load_config
-from sanic_rt.server import uvicorn_config
-from tests.support.clients import SECRET, Client, eventually
-from tests.support.procs import Proc, free_port, memcached_process, redis_process, server_process
+from sanic_rt.testing import config_from_dict, running_app
+from tests.support.clients import SECRET, Client
+from tests.support.procs import Proc, memcached_process, redis_process, server_process
 
 
 def base_config(**sections: Any) -> dict[str, Any]:
@@ -75,29 +72,8 @@ async def clients() -> AsyncIterator[Any]:
             await asyncio.wait_for(client.close(), 5)
 
 
-@contextlib.asynccontextmanager
-async def running_app(config_data: dict[str, Any], tmp_path: Path, **app_kwargs: Any):
-    """The app served in-process by uvicorn on a free port: (app, url)."""
-    config_file = tmp_path / "inprocess.toml"
-    from tests.support.procs import write_toml
-
-    port = free_port()
-    data = {**config_data, "server": {**config_data.get("server", {}), "port": port}}
-    config = load_config(write_toml(config_file, data), env={})
-    app = create_app(config, **app_kwargs)
-    server = uvicorn.Server(uvicorn_config(config, app.ctx.asgi))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started, timeout=10)
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-
-
 @pytest.fixture
-async def app_server(tmp_path: Path) -> AsyncIterator[Any]:
+async def app_server() -> AsyncIterator[Any]:
     """The in-process app with base_config(): (app, url)."""
-    async with running_app(base_config(), tmp_path) as served:
+    async with running_app(config_from_dict(base_config())) as served:
         yield served

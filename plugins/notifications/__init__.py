@@ -16,7 +16,7 @@ from sanic.response import HTTPResponse
 
 from sanic_rt.gateway import user_room
 from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import envelope, gateway_of, json_body
+from sanic_rt.http_api import json_body, push_to_users
 from sanic_rt.namespace import BaseNamespace
 from sanic_rt.validation import Id, IdList, Int, Json, Text, validate, validate_settings
 
@@ -74,9 +74,8 @@ def register_routes(register: Any, settings: dict[str, Any]) -> None:
             "data": payload["data"],
             "created_at": time.time(),
         }
-        users, connected = await gateway_of(request).push(
-            payload["user_ids"], PATH, "notification:new", notification
+        return await push_to_users(
+            request, payload["user_ids"], PATH, "notification:new", notification
         )
-        return envelope({"users": users, "connected": connected})
 
     register(bp)

@@ -16,7 +16,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import envelope, gateway_of, json_body
+from sanic_rt.http_api import json_body, push_to_users
 from sanic_rt.namespace import BaseNamespace
 from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
 
@@ -71,9 +71,6 @@ def register_routes(register: Any, settings: dict[str, Any]) -> None:
             },
         )
         event = {"type": payload["type"], "data": payload["data"], "at": time.time()}
-        users, connected = await gateway_of(request).push(
-            payload["user_ids"], PATH, "social:event", event
-        )
-        return envelope({"users": users, "connected": connected})
+        return await push_to_users(request, payload["user_ids"], PATH, "social:event", event)
 
     register(bp)

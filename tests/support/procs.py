@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sanic_rt.testing import to_toml
+
 HOST = "127.0.0.1"
 
 
@@ -146,22 +148,6 @@ def _http_ok(port: int, path: str = "/health") -> bool:
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(to_toml(data))
     return path
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    import json
-
-    scalars, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            scalars.append(f"{key} = {json.dumps(value)}")
-    out = "\n".join(scalars) + "\n"
-    for key, value in tables:
-        name = f"{prefix}{key}"
-        out += f"\n[{name}]\n" + to_toml(value, name + ".")
-    return out
 
 
 def server_process(
