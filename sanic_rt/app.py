@@ -25,6 +25,7 @@ from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
+from .room_index import indexed_manager
 from .sio_server import GatewayServer
 
 log = logging.getLogger("sanic_rt")
@@ -111,17 +112,19 @@ def api_keys(config: Config) -> list[str]:
     return keys
 
 
-def _make_manager(config: Config) -> socketio.AsyncManager | None:
+def _make_manager(config: Config) -> socketio.AsyncManager:
+    # Every manager gets the room index (sanic_rt/room_index.py): without it a
+    # disconnect or rooms(sid) costs as much as all the rooms on the node.
     if config.cluster.manager == "redis":
         url = config.cluster.url or config.presence.redis.url
         # A bounded connect: an emit awaits its publish, so an unreachable Redis
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
         options = {"socket_connect_timeout": config.presence.redis.connect_timeout}
-        return socketio.AsyncRedisManager(
+        return indexed_manager(socketio.AsyncRedisManager)(
             url, channel=config.cluster.channel, redis_options=options
         )
-    return None
+    return indexed_manager(socketio.AsyncManager)()
 
 
 def create_app(
@@ -166,6 +169,7 @@ def create_app(
         ping_timeout=server.ping_timeout,
         max_http_buffer_size=server.max_payload_bytes,
         always_connect=False,
+        connect_timeout=server.connect_timeout,
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
@@ -183,6 +187,7 @@ def create_app(
         plugins=plugins,
     )
     presence.publisher = gateway.publish_presence
+    sio.manager.presence_subscriptions = gateway.subscriptions
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(namespace_class(path, gateway, plugins.settings.get(plugin_name)))

@@ -51,6 +51,13 @@ class ServerConfig:
     max_payload_bytes: int = _opt(1_000_000, "largest packet accepted", min=1024, max=100_000_000)
     events_per_second: float = _opt(50.0, "per-connection rate limit", min=0.1, max=1_000_000)
     events_burst: int = _opt(100, "token bucket size", min=1, max=1_000_000)
+    user_events_per_second: float = _opt(
+        100.0, "per-user rate limit, all its connections on a node", min=0.1, max=1_000_000
+    )
+    user_events_burst: int = _opt(200, "per-user token bucket size", min=1, max=1_000_000)
+    connect_timeout: float = _opt(
+        10.0, "close an Engine.IO session with no namespace connection after, s", min=0.1, max=600
+    )
     shutdown_timeout: float = _opt(5.0, "seconds to drain on SIGTERM", min=0, max=600)
 
 
@@ -102,6 +109,9 @@ class PresenceConfig:
     idle_timeout: float = _opt(300.0, "inactivity before auto away, s", min=1)
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
+    max_subscriptions_per_user: int = _opt(
+        5000, "presence subscriptions per user, its connections on a node", min=1
+    )
     record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
     redis: RedisConfig = field(default_factory=RedisConfig)
     memcached: MemcachedConfig = field(default_factory=MemcachedConfig)

@@ -19,6 +19,8 @@ from .config import Config
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import PublicView
+from .ratelimit import UserBudgets
+from .subscriptions import PresenceSubscriptions
 
 log = logging.getLogger("sanic_rt")
 MANAGER_PING_TIMEOUT = 1.0
@@ -28,8 +30,12 @@ def user_room(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+#: rooms of this prefix resolve from ``Gateway.subscriptions``, not Socket.IO rooms
+PRESENCE_ROOM_PREFIX = "presence:"
+
+
 def presence_room(user_id: str) -> str:
-    return f"presence:{user_id}"
+    return f"{PRESENCE_ROOM_PREFIX}{user_id}"
 
 
 @dataclass
@@ -40,6 +46,14 @@ class Gateway:
     verifier: TokenVerifier
     plugins: PluginHost
     namespaces: list[str] = field(default_factory=list)
+    #: this node's presence subscriptions and follows, all namespaces
+    subscriptions: PresenceSubscriptions = field(default_factory=PresenceSubscriptions)
+    #: per-user event budgets shared by a user's connections on this node
+    budgets: UserBudgets = field(init=False)
+
+    def __post_init__(self) -> None:
+        server = self.config.server
+        self.budgets = UserBudgets(server.user_events_per_second, server.user_events_burst)
 
     async def publish_presence(self, changes: list[PublicView]) -> None:
         """Send each visible change once, to its subscribers in every namespace."""

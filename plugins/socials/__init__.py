@@ -5,6 +5,11 @@ claim (through the ``follows`` hook, so another plugin can add a deployment's
 own social graph); the core joins it to their presence rooms when it connects,
 so ``presence:update`` arrives for them on every node, invisible users hidden.
 ``POST /api/v1/socials/events`` sends ``social:event`` to listed users.
+
+``[plugins.socials] presence_visibility = "friends"`` restricts presence reads
+(``presence:query`` and ``presence:subscribe``, on every namespace) to the ids
+in the token's friends claim and the user themself, through the ``authorize``
+hook; ``"everyone"`` (the default) leaves them open.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from sanic.response import HTTPResponse
 
 from sanic_rt.hookspecs import hookimpl
 from sanic_rt.http_api import json_body, push_to_users
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
+from sanic_rt.namespace import PRESENCE_READ, BaseNamespace
+from sanic_rt.validation import Choice, Id, IdList, Int, Json, validate, validate_settings
 
 PATH = "/socials"
+VISIBILITIES = ("everyone", "friends")
 
 
 class SocialsNamespace(BaseNamespace):
@@ -35,6 +41,7 @@ def configure(settings: dict[str, Any]) -> dict[str, Any]:
             "friends_claim": Id(max_len=64, optional=True, default="friends"),
             "max_friends": Int(min_value=0, max_value=100_000, optional=True, default=1000),
             "max_user_ids": Int(min_value=1, max_value=100_000, optional=True, default=500),
+            "presence_visibility": Choice(choices=VISIBILITIES, optional=True, default="everyone"),
         },
     )
 
@@ -48,6 +55,18 @@ def register_namespaces(register: Any) -> None:
 def follows(namespace: str, claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     if namespace != PATH:
         return []
+    return _friends(claims, settings)
+
+
+@hookimpl
+def authorize(user: Any, action: str, settings: dict[str, Any]) -> Any:
+    if action != PRESENCE_READ or settings["presence_visibility"] == "everyone":
+        return None
+    # The allowed ids; the core leaves the others out and lists them as forbidden.
+    return {user.user_id, *_friends(user.claims, settings)}
+
+
+def _friends(claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     friends = claims.get(settings["friends_claim"])
     if not isinstance(friends, list):
         return []
