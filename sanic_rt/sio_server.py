@@ -61,8 +61,9 @@ class GatewayServer(socketio.AsyncServer):
         # packet in self._binary_packet and appends every following frame to it:
         # refuse before anything is buffered.
         if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in _BINARY_TYPES):
-            log.warning("closed Engine.IO session: binary packets are not accepted")
-            await self.close_session(eio_sid)
+            if eio_sid in self.eio.sockets:  # frames already in flight find it gone
+                log.warning("closed Engine.IO session: binary packets are not accepted")
+                await self.close_session(eio_sid)
             return None
         return await super()._handle_eio_message(eio_sid, data)
 
