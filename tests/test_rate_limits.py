@@ -23,9 +23,7 @@ def test_a_query_costs_by_its_ids_and_at_most_the_burst():
     assert not bucket.take(1000)  # ...once
 
 
-async def test_one_users_connections_share_a_budget_and_others_are_served(
-    start_server, clients
-):
+async def test_one_users_connections_share_a_budget_and_others_are_served(start_server, clients):
     server = start_server(base_config())  # the default limits
     hammers = [
         await clients(server.url, make_token("mallory"), namespaces=[ns])
