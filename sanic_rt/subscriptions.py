@@ -64,6 +64,9 @@ class PresenceSubscriptions:
 
     def subscribe(self, namespace: str, sid: str, owner: str, user_ids: Iterable[str]) -> int:
         """Add explicit subscriptions; returns how many were new."""
+        user_ids = list(user_ids)
+        if not user_ids:
+            return 0
         key = (namespace, sid)
         mine = self._explicit.setdefault(key, set())
         self._owner[key] = owner
