@@ -69,6 +69,15 @@ class GatewayServer(socketio.AsyncServer):
 
     async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
         await super()._handle_disconnect(eio_sid, namespace, reason)
+        self._watch_if_empty(eio_sid)
+
+    async def disconnect(self, sid: str, namespace: str | None = None, **kwargs: Any) -> None:
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace or "/")
+        await super().disconnect(sid, namespace, **kwargs)
+        if eio_sid is not None:  # a connection on this node, closed by the server
+            self._watch_if_empty(eio_sid)
+
+    def _watch_if_empty(self, eio_sid: str) -> None:
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None and not socket.closing and not self.has_namespace(eio_sid):
             # Its last namespace gone, the session gets connect_timeout to connect again.

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import base_config
-from tests.support.clients import make_token
+from tests.support.clients import http, make_token
 
 FRAME = b"\0" * 900_000  # under max_payload_bytes, so only the binary rule refuses it
 FRAMES = 60
@@ -113,20 +113,29 @@ async def test_a_bare_binary_frame_closes_the_session(start_server, clients):
 async def test_sessions_without_a_namespace_connection_are_closed(start_server, clients):
     server = start_server(base_config(server={"connect_timeout": 1.0}))
     member = await clients(server.url, make_token("alice"))
+    left = await RawSession.open(server.url)
+    kicked = await RawSession.open(server.url)
     idle = await RawSession.open(server.url)  # never asks for a namespace
     refused = await RawSession.open(server.url)
-    left = await RawSession.open(server.url)
+    sessions = (idle, refused, left, kicked)
     try:
+        assert (await left.connect_namespace("/chats", make_token("carol"))).startswith("40")
+        assert (await kicked.connect_namespace("/chats", make_token("dave"))).startswith("40")
         answer = await refused.connect_namespace("/chats", "not-a-token")
         assert answer.startswith("44/chats,")  # CONNECT_ERROR
-        assert (await left.connect_namespace("/chats", make_token("carol"))).startswith("40")
+        for session in (idle, refused):
+            assert await session.wait_closed(10), "a session without a namespace stayed open"
+        # Opened earlier, left and kicked are past their first deadline, still connected.
+        assert not left.ws.closed and not kicked.ws.closed
         await left.ws.send_str("41/chats,")  # leaves its only namespace
-        for session in (idle, refused, left):
+        status, _ = await http("POST", server.url + "/api/v1/users/dave/disconnect")
+        assert status == 200  # the server closes dave's namespace connection, not the session
+        for session in (left, kicked):
             assert await session.wait_closed(10), "a session without a namespace stayed open"
     finally:
-        for session in (idle, refused, left):
+        for session in sessions:
             await session.close()
-    # alice connected before all three and has outlived their timeout.
+    # alice connected before all of them and has outlived their timeouts.
     assert member.sio.connected
     assert (await member.call("ping", {}))["ok"]
     assert "Traceback" not in server.log()
