@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 JS_DIR := tests/js
 
-.PHONY: run test lint format bench venv test-venv system-deps js-deps clean
+.PHONY: run test lint typecheck docs format bench venv test-venv system-deps js-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -47,11 +47,21 @@ lint: test-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy, strict on the modules of the public plugin API (pyproject.toml [tool.mypy]);
+# the first-party plugins and examples/polls are checked as plugin authors' code.
+typecheck: test-venv
+	$(BIN)/mypy sanic_rt plugins examples/polls/sanic_rt_polls
+
+# The Plugin API reference, generated from the docstrings; a warning fails the build.
+docs: test-venv
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs/reference build/docs
+	@echo "reference: build/docs/index.html"
+
 format: test-venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: test-venv system-deps js-deps lint
+test: test-venv system-deps js-deps lint typecheck docs
 	$(BIN)/pytest -q
 
 bench: test-venv system-deps

@@ -312,6 +312,17 @@ class PluginHost:
         self.call_per_plugin("register_namespaces", make_register)
         return found
 
+    def build_namespace(self, plugin: str, namespace_class: type, path: str, gateway: Any) -> Any:
+        """Instantiate a registered namespace; a bad schema in its ``__init__`` stops start-up.
+
+        A ``TypeError``/``ValueError`` there (e.g. a validation field with a
+        wrong option) becomes one line naming the plugin and the namespace.
+        """
+        try:
+            return namespace_class(path, gateway, self.settings.get(plugin))
+        except (TypeError, ValueError) as err:
+            raise PluginError(f"plugin {plugin!r}: namespace {path}: {err}") from None
+
     def blueprints(self) -> list[Any]:
         found: list[Any] = []
 
@@ -339,7 +350,7 @@ class PluginHost:
                 allowed = False
         return allowed
 
-    async def follows(self, user: Any, namespace: str, claims: dict) -> set[str]:
+    async def follows(self, user: Any, namespace: str, claims: dict[str, Any]) -> set[str]:
         followed: set[str] = set()
         for result in self._results_per_plugin(
             "follows", user=user, namespace=namespace, claims=claims

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import uvicorn
+from sanic import Sanic
 
 from .app import create_app
 from .auth import mint_token
@@ -91,7 +92,7 @@ def token(config: Config, user_id: str, ttl: float = 600, **claims: Any) -> str:
 @contextlib.asynccontextmanager
 async def running_app(
     config: Config, plugins: Iterable[tuple[str, Any]] = ()
-) -> AsyncIterator[tuple[Any, str]]:
+) -> AsyncIterator[tuple[Sanic[Any, Any], str]]:
     """Serve ``create_app(config, extra_plugins=plugins)`` in this process: ``(app, url)``.
 
     The real ASGI stack (uvicorn, python-socketio, Sanic) on a free port of
@@ -100,7 +101,7 @@ async def running_app(
     config = config.replace(server=dataclasses.replace(config.server, host=LOOPBACK, port=0))
     app = create_app(config, extra_plugins=plugins)
     server = uvicorn.Server(uvicorn_config(config, app.ctx.asgi))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,unused-ignore]
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + START_TIMEOUT
     while not server.started:
