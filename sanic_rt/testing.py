@@ -115,7 +115,7 @@ async def running_app(
     """Serve ``create_app(config, extra_plugins=plugins)`` in this process: ``(app, url)``.
 
     The real ASGI stack (uvicorn, python-socketio, Sanic) on a free port of
-    127.0.0.1; it has started when the block begins (no sleeping) and is
+    127.0.0.1; the block begins once the server has really started, and it is
     stopped when the block ends. ``app.ctx.gateway`` is the app's
     :class:`~sanic_rt.api.Gateway`.
 
