@@ -69,6 +69,21 @@ class ConnState:
 
 
 class BaseNamespace(socketio.AsyncNamespace):
+    """The base of every namespace: dispatch, acks, auth, rate limit and presence events.
+
+    Subclass it and add ``async def on_<event>(self, sid, data)`` handlers (the
+    dispatch rule is in the module docstring). It is instantiated once per app
+    as ``namespace_class(path, gateway, settings)``: build your schemas and
+    per-namespace state in ``__init__``.
+
+    :ivar gateway: the app's :class:`~sanic_rt.api.Gateway`.
+    :ivar settings: this plugin's settings (what its ``configure`` returned).
+    :ivar presence: the :class:`~sanic_rt.api.Presence` API.
+
+    python-socketio's ``emit``, ``enter_room``, ``leave_room`` and ``rooms``
+    are inherited; ``emit`` defaults to the namespace's own path.
+    """
+
     def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
         super().__init__(namespace)
         self.gateway = gateway
@@ -87,6 +102,7 @@ class BaseNamespace(socketio.AsyncNamespace):
     # --- the one way to get the current user ------------------------------------
 
     def user(self, sid: str) -> AuthenticatedUser:
+        """The connection's authenticated user (the one way to get it)."""
         return self._conns[sid].user
 
     # --- dispatch ------------------------------------------------------------
@@ -254,7 +270,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         return {"status": status}
 
     async def on_auth_refresh(self, sid: str, data: Any) -> dict[str, Any]:
-        payload = validate(data, {"token": Id(max_len=1 << 20)})
+        payload = validate(data, {"token": Id(max_length=1 << 20)})
         try:
             user_id, claims = await self.gateway.verifier.verify(payload["token"])
         except AuthError as err:
@@ -328,7 +344,7 @@ class BaseNamespace(socketio.AsyncNamespace):
 
     def in_room(self, sid: str, room: str) -> bool:
         """Whether this connection is in ``room`` on this namespace (O(1), no scan)."""
-        return self.server.manager.in_room(sid, self.namespace, room)
+        return bool(self.server.manager.in_room(sid, self.namespace, room))
 
     async def authorize(self, sid: str, action: str, resource: Any) -> None:
         """Raise ``forbidden`` unless every plugin allows ``action`` on ``resource``."""

@@ -20,7 +20,7 @@ operation sequences, so an upstream change to the state relied on fails there.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import socketio
 
@@ -98,7 +98,7 @@ class RoomIndexMixin:
         yield from participants.items()
 
 
-def _is_presence(room: Any) -> bool:
+def _is_presence(room: Any) -> TypeGuard[str]:
     return isinstance(room, str) and room.startswith(PRESENCE_ROOM_PREFIX)
 
 
