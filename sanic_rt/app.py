@@ -183,6 +183,7 @@ def create_app(
         plugins=plugins,
     )
     presence.publisher = gateway.publish_presence
+    presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(namespace_class(path, gateway, plugins.settings.get(plugin_name)))
