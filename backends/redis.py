@@ -13,7 +13,7 @@ touches one slot (Redis Cluster safe)::
     <prefix>:{<prefix>:<s>}:online       ZSET online users (score 0, lex order)
     <prefix>:{<prefix>:<s>}:due          ZSET users by next deadline (the sweeper's)
     <prefix>:{<prefix>:<s>}:ns           HASH namespace -> live connection entries
-    <prefix>:{<prefix>:<s>}:bynode       ZSET "<node>|<user_id>": whose connections each node holds
+    <prefix>:{<prefix>:<s>}:node:<id>    SET users node <id> holds connections of (liveness)
     <prefix>:nodes                       ZSET node -> alive until (node liveness, any slot)
 
 Expiry is decided from the callers' clocks passed as arguments; native

@@ -9,8 +9,8 @@
 --   KEYS[1] online  ZSET, score 0, member user id (lex order for paging)
 --   KEYS[2] due     ZSET, score = UserState.deadline(), member user id
 --   KEYS[3] ns      HASH namespace -> live connection entries (for stats)
---   <tag>:bynode    ZSET, score 0, members "<node>|<user id>": the users each
---                   node holds connections of (derived from KEYS[3], same tag)
+--   <tag>:node:<id> SET of the user ids node <id> holds connections of in this
+--                   shard (named from KEYS[3], so in the same slot)
 --   user hash       fields s, o, i, a, l, p, g (UserState scalars) and
 --                   c:<sid> = "<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>"
 --                   (entries written before node ids: "<expires_at>|<len(ns)>|<ns><device>")
@@ -21,7 +21,7 @@
 
 local TTL, GRACE, IDLE, EXPIRE_MS
 -- The shard's node index: the ns key's name with "ns" replaced (same hash tag).
-local BYNODE_KEY = string.sub(KEYS[3], 1, -3) .. 'bynode'
+local NODE_KEY_PREFIX = string.sub(KEYS[3], 1, -3) .. 'node:'
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -67,17 +67,17 @@ local function conn_nodes(st)
   return nodes
 end
 
--- Re-index the user's "<node>|<user>" members after a change of its connections.
-local function index_nodes(st, bynode_key)
+-- Re-index the user in its nodes' sets after a change of its connections.
+local function index_nodes(st)
   local now_nodes = conn_nodes(st)
   for node in pairs(st.old_nodes) do
     if not now_nodes[node] then
-      redis.call('ZREM', bynode_key, node .. '|' .. st.uid)
+      redis.call('SREM', NODE_KEY_PREFIX .. node, st.uid)
     end
   end
   for node in pairs(now_nodes) do
     if not st.old_nodes[node] then
-      redis.call('ZADD', bynode_key, 0, node .. '|' .. st.uid)
+      redis.call('SADD', NODE_KEY_PREFIX .. node, st.uid)
     end
   end
   st.old_nodes = now_nodes
@@ -347,7 +347,7 @@ local function commit(st, online_key, due_key, changes)
   -- Only a clean-up net: presence is decided from the timestamps above.
   redis.call('PEXPIRE', st.key, EXPIRE_MS)
   st.dirty, st.removed = {}, {}
-  index_nodes(st, BYNODE_KEY)
+  index_nodes(st)
 
   if st.online ~= st.was_online then
     if st.online then
@@ -470,27 +470,22 @@ elseif op == 'drop_nodes' then
   end
   for i = 9, #ARGV do
     local node = ARGV[i]
-    if budget <= 0 then
-      result[#result + 1] = node
-    else
-      local members = redis.call(
-        'ZRANGEBYLEX', BYNODE_KEY, '[' .. node .. '|', '(' .. node .. '}', 'LIMIT', 0, budget
-      )
-      for _, member in ipairs(members) do
-        local uid = string.sub(member, #node + 2)
+    local node_key = NODE_KEY_PREFIX .. node
+    if budget > 0 then
+      -- Popped whatever the record says: a stale member must not stay.
+      local users = redis.call('SPOP', node_key, budget)
+      for _, uid in ipairs(users) do
         local st = load(ARGV[8] .. uid, uid)
-        -- Removed here, whatever the record says: a stale member must not stay.
-        redis.call('ZREM', BYNODE_KEY, member)
         st.old_nodes[node] = nil
         if st.exists then
           op_drop_nodes(st, dead, now)
           commit(st, online_key, due_key, changes)
         end
       end
-      budget = budget - #members
-      if budget <= 0 then
-        result[#result + 1] = node
-      end
+      budget = budget - #users
+    end
+    if redis.call('EXISTS', node_key) == 1 then
+      result[#result + 1] = node
     end
   end
 elseif op == 'set_status' then
