@@ -145,6 +145,7 @@ class Presence:
         self._up_since: float | None = None
         self._forget_nodes: list[str] = []
         self._warn = RateLimitedLog(log)
+        self._warn_dropped = RateLimitedLog(log)  # its own: not hidden by outage warnings
         self._tasks: list[asyncio.Task[None]] = []
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
         self._activity_flushed: dict[str, float] = {}
@@ -333,7 +334,7 @@ class Presence:
     def _keep_pending(self, user_id: str, sid: str) -> None:
         if len(self._pending) >= self.config.max_pending_disconnects:
             # Bounded: the entry still expires after ttl where the storage kept it.
-            self._warn.warning(
+            self._warn_dropped.warning(
                 "%d disconnects pending ([presence] max_pending_disconnects); one dropped",
                 len(self._pending),
             )

@@ -12,9 +12,14 @@ from typing import Any
 import pytest
 import socketio
 
+from sanic_rt.backend import BackendUnavailable
+from sanic_rt.config import load_config
+from sanic_rt.plugin_manager import PluginHost
+from sanic_rt.presence import Presence
+from sanic_rt.presence_model import PublicView, Timings
 from tests.support.clients import Client, eventually, http, make_token
 from tests.support.cluster import cluster_config, record_of, sentinel, updates_for, wire_up
-from tests.support.procs import Proc
+from tests.support.procs import Proc, redis_process
 
 TTL = 6.0
 
@@ -165,3 +170,52 @@ async def test_a_crashed_nodes_users_go_offline_before_their_ttl(redis_proc, sta
     assert "Traceback" not in node_b.log()
     for client in on_a:
         await client.close()
+
+
+async def test_disconnects_kept_during_an_outage_are_bounded(tmp_path, caplog):
+    # In process, over a real redis-server, with an injected clock.
+    redis_proc = redis_process(tmp_path).start()
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    config = load_config(
+        env={},
+        overrides={
+            "presence.backend": "redis",
+            "presence.redis.url": url,
+            "presence.ttl": TTL,
+            "presence.max_pending_disconnects": 2,
+        },
+    )
+    host = PluginHost(config)
+    host.load()
+    backend = host.backends()["redis"](config, Timings(TTL, 0.2, 100))
+    now = [1_800_000_000.0]
+    presence = Presence(backend, config.presence, max_connections=10, clock=lambda: now[0])
+    published: list[PublicView] = []
+
+    async def publish(changes: list[PublicView]) -> None:
+        published.extend(changes)
+
+    presence.publisher = publish
+    await backend.start()
+    try:
+        users = ["u0", "u1", "u2"]
+        for user in users:
+            await presence.connect(user, f"sid-{user}", "/chats")
+        redis_proc.kill()
+        for user in users:
+            with pytest.raises(BackendUnavailable):
+                await presence.disconnect(user, f"sid-{user}")
+        assert "max_pending_disconnects" in caplog.text
+        redis_proc.start()  # empty
+        published.clear()
+        await presence.sweep()  # answers again; too early to settle anything
+        assert published == []
+        now[0] += presence.recovery_window
+        await presence.sweep()
+        # The two kept are announced; the one over the bound is not (its record is gone).
+        assert published == [PublicView(u, False, "offline", now[0]) for u in users[:2]], published
+        await presence.sweep()
+        assert len(published) == 2
+    finally:
+        await backend.close()
+        redis_proc.stop()
