@@ -143,11 +143,19 @@ async def test_the_connection_cap_holds_during_and_after_an_outage(redis_proc, s
     assert "Traceback" not in node_a.log() + node_b.log()
 
 
-async def test_a_crashed_nodes_users_go_offline_before_their_ttl(redis_proc, start_server, clients):
+@pytest.mark.parametrize("backend", ["redis", "memcached"])
+async def test_a_crashed_nodes_users_go_offline_before_their_ttl(
+    backend, redis_proc, start_server, clients, request
+):
     # node_ttl 1 s, connection ttl 30 s: by the ttl alone, offline would come
     # 20-30 s after the crash (ttl after node A's last refresh, every ttl/3).
     long_ttl = 30.0
-    config = cluster_config(redis_proc, presence={"ttl": long_ttl, "node_ttl": 1.0})
+    presence: dict[str, Any] = {"ttl": long_ttl, "node_ttl": 1.0}
+    if backend == "memcached":
+        memcached = request.getfixturevalue("memcached_proc")
+        servers = [f"127.0.0.1:{memcached.port}"]
+        presence |= {"backend": "memcached", "memcached": {"servers": servers}}
+    config = cluster_config(redis_proc, presence=presence)
     node_a, node_b = start_server(config), start_server(config)
     await wire_up(clients, [node_b], [node_a])
     watcher = await clients(node_b.url, make_token("watcher"))
