@@ -143,6 +143,8 @@ class Presence:
         self._pending: dict[str, str] = {}
         #: since when the storage has answered without a failure (None: it is failing)
         self._up_since: float | None = None
+        #: when a refresh of every registered connection last completed
+        self._refreshed_at: float | None = None
         self._forget_nodes: list[str] = []
         self._warn = RateLimitedLog(log)
         self._warn_dropped = RateLimitedLog(log)  # its own: not hidden by outage warnings
@@ -293,7 +295,7 @@ class Presence:
             conn = Connection(user_id, sid, "", "", self.node)
         elif sid in self._unconfirmed:
             # Registered through connect (the cap applies), never re-created by touch.
-            if not self._up_for(self.recovery_window):
+            if not self._recovered():
                 raise BackendUnavailable("connection accepted during an outage; registering")
             await self._confirm(conn)
         self._activity_flushed[sid] = self.clock()
@@ -363,10 +365,12 @@ class Presence:
 
     async def refresh_local(self) -> None:
         """Refresh every registered connection of this node, one round trip per batch."""
+        started = self.clock()
         conns = [c for c in self.local.values() if c.sid not in self._unconfirmed]
         size = self.config.refresh_batch_size
         for i in range(0, len(conns), size):
             await self._touch(conns[i : i + size], activity=False)
+        self._refreshed_at = started
 
     @property
     def recovery_window(self) -> float:
@@ -377,13 +381,27 @@ class Presence:
         """
         return self.config.ttl / 2
 
+    def _recovered(self) -> bool:
+        """Whether every node has re-registered its connections since the last outage.
+
+        This node: a whole refresh started after the storage came back. The
+        others: the storage has answered for the recovery window.
+        """
+        up_since, refreshed_at = self._up_since, self._refreshed_at
+        return (
+            self._up_for(self.recovery_window)
+            and up_since is not None
+            and refreshed_at is not None
+            and refreshed_at >= up_since
+        )
+
     async def recover(self) -> None:
         """Settle what an outage left behind, once every node has re-registered.
 
         First the connections accepted during the outage, oldest first (over
         the cap, the newest are closed), then the disconnects that failed.
         """
-        if not (self._unconfirmed or self._pending) or not self._up_for(self.recovery_window):
+        if not (self._unconfirmed or self._pending) or not self._recovered():
             return
         for sid in list(self._unconfirmed)[:SWEEP_LIMIT]:
             conn = self.local.get(sid)
