@@ -25,7 +25,9 @@ from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
+from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .sio_server import GatewayServer
+from .stream_manager import StreamManager
 
 log = logging.getLogger("sanic_rt")
 _app_numbers = itertools.count(1)
@@ -53,9 +55,17 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             f"{config.presence.backend!r} is one process only: use redis or memcached "
             "with several workers or a cluster manager",
         )
+    if config.recovery.enabled and config.cluster.manager == "redis":
+        raise ConfigError(
+            src,
+            "recovery.enabled",
+            'pub/sub cannot replay missed events: use manager = "redis-streams"',
+        )
     if server.workers > 1:
         if not config.cluster.manager:
-            raise ConfigError(src, "cluster.manager", 'workers > 1 needs manager = "redis"')
+            raise ConfigError(
+                src, "cluster.manager", 'workers > 1 needs manager = "redis" or "redis-streams"'
+            )
         if server.transports != ["websocket"]:
             raise ConfigError(
                 src,
@@ -112,8 +122,16 @@ def api_keys(config: Config) -> list[str]:
 
 
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
+    url = config.cluster.url or config.presence.redis.url
+    if config.cluster.manager == "redis-streams":
+        return StreamManager(
+            url,
+            channel=config.cluster.channel,
+            maxlen=config.cluster.stream_maxlen,
+            timeout=config.cluster.timeout,
+            connect_timeout=config.presence.redis.connect_timeout,
+        )
     if config.cluster.manager == "redis":
-        url = config.cluster.url or config.presence.redis.url
         # A bounded connect: an emit awaits its publish, so an unreachable Redis
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
@@ -121,7 +139,20 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
         return socketio.AsyncRedisManager(
             url, channel=config.cluster.channel, redis_options=options
         )
+    if config.recovery.enabled:
+        recovery = config.recovery
+        return MemoryLogManager(MemoryEventLog(recovery.max_disconnection, recovery.max_log_events))
     return None
+
+
+def _enable_recovery(sio: GatewayServer, config: Config) -> None:
+    """Connection state recovery on the manager that logs events (see check_deployment)."""
+    if not config.recovery.enabled:
+        return
+    manager = sio.manager
+    recovery = Recovery(manager.event_log, config.recovery.max_disconnection)
+    recovery.server = sio
+    manager.recovery = sio.recovery = recovery
 
 
 def create_app(
@@ -174,6 +205,7 @@ def create_app(
     )
     if config.cluster.manager:
         sio.emit_timeout = config.cluster.timeout
+    _enable_recovery(sio, config)
     presence = Presence(backend, config.presence, config.auth.max_connections_per_user, clock)
     gateway = Gateway(
         config=config,

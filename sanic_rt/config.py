@@ -109,10 +109,26 @@ class PresenceConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    manager: Literal["", "redis", "memcached"] = _opt("", '"" (one process) or "redis"')
+    manager: Literal["", "redis", "redis-streams", "memcached"] = _opt(
+        "", '"" (one process), "redis" (pub/sub) or "redis-streams"'
+    )
     url: str = _opt("", "manager URL; default the presence Redis URL")
-    channel: str = _opt("sanic_rt", "pub/sub channel")
+    channel: str = _opt("sanic_rt", "pub/sub channel; prefix of the stream's keys")
     timeout: float = _opt(1.0, "seconds an emit through the manager may take", min=0.01, max=60)
+    stream_maxlen: int = _opt(
+        10_000, "redis-streams: entries kept in the bus stream (approximate)", min=100
+    )
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    enabled: bool = _opt(False, "connection state recovery for clients sending recover: true")
+    max_disconnection: float = _opt(
+        120.0, "how long a dropped connection's session is kept, s", min=1, max=86_400
+    )
+    max_log_events: int = _opt(
+        10_000, "single process: events kept for recovery", min=100, max=10_000_000
+    )
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     source: str = "<defaults>"
