@@ -165,7 +165,7 @@ class Recovery:
         if not isinstance(pid, str) or not 0 < len(pid) <= 64:
             return None
         session = await self.store.take_session(pid, user_id, namespace)
-        if session is None:
+        if session is None or (session.user_id, session.namespace) != (user_id, namespace):
             return None
         offset = auth.get("offset", session.offset)
         missed = await self.store.read_after(offset) if parse_offset(offset) else None

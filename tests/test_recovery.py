@@ -196,3 +196,57 @@ async def test_beyond_the_window_is_a_fresh_connection(js, clients, start_server
     # A fresh connection: not in the conversation, nothing replayed.
     assert received(alice) == ([], [])
     assert (await ack(alice, f"join {{id}} {conversation}"))["ok"]
+
+
+async def test_forged_pid_or_offset_is_a_fresh_connection_and_leaks_nothing(js, clients, streams):
+    node = streams["a"]
+    alice_id, conversation = f"alice-{next(_ids)}", f"c{next(_ids)}"
+    alice = await js(node.url, alice_id)
+    await connected(alice, 1)
+    bob = await clients(node.url, make_token(f"bob-{next(_ids)}"))
+    await join_both(alice, bob, conversation)
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "before"})
+    await eventually(lambda: received(alice)[0] == ["before"])
+    pid, offset = (
+        alice.seen("connect", "/chats")[-1]["pid"],
+        alice.event_args("chat:message", "/chats")[-1][1],
+    )
+    await drop(alice, node, alice_id)
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "secret"})
+
+    # mallory presents alice's pid and offset with her own (valid) token, then a random one.
+    mallory_id = f"mallory-{next(_ids)}"
+    mallory = await js(node.url, mallory_id)
+    await connected(mallory, 1)
+    for round_, forged in enumerate([pid, uuid.uuid4().hex], start=2):
+        await drop(mallory, node, mallory_id)
+        await mallory.send(f"forge {forged} {offset}")
+        await mallory.send("reconnect")
+        # (her /notifications connection, not forged, recovers its own session)
+        (fresh,) = [c for c in await connected(mallory, round_) if c["nsp"] == "/chats"]
+        assert not fresh["recovered"] and fresh["pid"] not in (pid, forged)
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "secret again"})
+    status, _ = await http(
+        "POST",
+        f"{node.url}/api/v1/notifications",
+        {"user_ids": [mallory_id], "type": "t", "title": "end"},
+    )
+    assert status == 200
+    await eventually(lambda: received(mallory)[1] == ["end"])
+    assert received(mallory)[0] == []
+
+    # alice's session was neither leaked nor spent: she recovers it.
+    await alice.send("reconnect")
+    assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
+    await eventually(lambda: received(alice)[0] == ["before", "secret", "secret again"])
+
+    # Her own pid with an offset that is malformed, in the future or huge: fresh.
+    bad_offsets = ["abc", "99999999999999-0", "1-" + "9" * 10_000]
+    for round_, bad in enumerate(bad_offsets, start=3):
+        own_pid = alice.seen("connect", "/chats")[-1]["pid"]
+        await drop(alice, node, alice_id)
+        await alice.send(f"forge {own_pid} {bad}")
+        await alice.send("reconnect")
+        (fresh,) = [c for c in await connected(alice, round_) if c["nsp"] == "/chats"]
+        assert not fresh["recovered"]
+    assert "Traceback" not in node.log()

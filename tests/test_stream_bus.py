@@ -1,0 +1,125 @@
+"""The redis-streams cluster bus: Redis outages, config rules, and the upstream code we replace."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import re
+import time
+
+import socketio
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from tests.support.clients import eventually, make_token
+from tests.support.cluster import check_config, cluster_config, wire_up
+
+_ids = itertools.count(1)
+OUTAGE = 5.0
+SEND_INTERVAL = 0.05
+
+
+def streams_config(redis_proc, **sections):
+    config = cluster_config(redis_proc, **sections)
+    config["cluster"] = {"manager": "redis-streams", "timeout": 0.5}
+    return config
+
+
+async def test_redis_outage_loses_nothing_acked_and_duplicates_nothing(
+    redis_proc, start_server, clients
+):
+    node_a, node_b = (
+        start_server(streams_config(redis_proc)),
+        start_server(streams_config(redis_proc)),
+    )
+    await wire_up(clients, [node_b], [node_a])
+    alice = await clients(node_a.url, make_token("alice"))
+    bob = await clients(node_b.url, make_token("bob"))  # python-socketio, no recovery
+    for client in (alice, bob):
+        assert (await client.call("chat:join", {"conversation_id": "c"}))["ok"]
+    acks: dict[str, str] = {}  # text -> "ok" or the error code
+
+    async def send() -> str:
+        text = f"m{next(_ids)}"
+        answer = await alice.call("chat:message", {"conversation_id": "c", "text": text})
+        acks[text] = "ok" if answer["ok"] else answer["error"]["code"]
+        return text
+
+    for _ in range(10):
+        await send()
+    redis_proc.stop()
+    stopped = time.monotonic()
+    while time.monotonic() - stopped < OUTAGE:  # bounded: ~100 messages at most
+        await send()
+        await _pause()
+    redis_proc.start()
+    back = time.monotonic()
+
+    async def flows() -> bool:
+        return acks[await send()] == "ok"
+
+    await eventually(flows, timeout=10, interval=SEND_INTERVAL)
+    first_ok_after = max(t for t, code in acks.items() if code == "ok")
+    await eventually(lambda: first_ok_after in texts(bob), timeout=10)
+    print(f"new messages delivered {time.monotonic() - back:.2f}s after Redis came back")
+
+    during = [code for text, code in acks.items() if code != "ok"]
+    assert during and set(during) == {"unavailable"}, set(during)
+    # A last one from A: once it is on B, everything before it is too.
+    last = await send()
+    await eventually(lambda: last in texts(bob), timeout=10)
+    delivered = texts(bob)
+    acked = [t for t, code in acks.items() if code == "ok"]
+    assert sorted(delivered, key=_number) == delivered  # in order
+    assert delivered == acked  # every ok exactly once, no refused one
+    assert all(isinstance(m, dict) for m in bob.events("chat:message"))
+    assert "Traceback" not in node_a.log() + node_b.log()
+
+
+async def _pause() -> None:
+    await asyncio.sleep(SEND_INTERVAL)  # pacing of the load loop, not a wait for state
+
+
+def texts(client) -> list[str]:
+    return [m["text"] for m in client.events("chat:message")]
+
+
+def _number(text: str) -> int:
+    return int(text[1:])
+
+
+def test_recovery_needs_a_bus_that_keeps_events(tmp_path, redis_proc):
+    good = streams_config(redis_proc)
+    good["recovery"] = {"enabled": True}
+    assert check_config(tmp_path, good).returncode == 0, check_config(tmp_path, good).stderr
+    bad = {**good, "cluster": {"manager": "redis"}}
+    result = check_config(tmp_path, bad)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "recovery.enabled" in lines[0] and "check.toml" in lines[0]
+    workers = streams_config(redis_proc, server={"workers": 2, "transports": ["websocket"]})
+    assert check_config(tmp_path, workers).returncode == 0
+
+
+def _squeezed(function) -> str:
+    return re.sub(r"\s+", "", inspect.getsource(function))
+
+
+def test_upstream_code_we_replace_is_unchanged():
+    # GatewayServer._send_packet adds the pid to the CONNECT answer sent here.
+    connect = _squeezed(socketio.AsyncServer._handle_connect)
+    assert "self._send_packet(eio_sid,self.packet_class(packet.CONNECT,{'sid':sid}" in connect
+    # StreamManager.emit builds the message AsyncPubSubManager.emit builds, but
+    # publishes before it delivers locally.
+    emit = _squeezed(AsyncPubSubManager.emit)
+    message = (
+        "message={'method':'emit','event':event,'data':data,'binary':binary,"
+        "'namespace':namespace,'room':room,'skip_sid':skip_sid,'callback':callback,"
+        "'host_id':self.host_id}"
+    )
+    assert message in emit
+    assert "awaitself._handle_emit(message)#handleinthishostawaitself._publish(message)" in emit
+    # Recovery.deliver is AsyncManager.emit with one more argument for opted-in sids.
+    local = _squeezed(socketio.AsyncManager.emit)
+    assert "forsid,eio_sidinself.get_participants(namespace,room):" in local
+    assert "self.server._send_eio_packet(eio_sid,p)" in local
