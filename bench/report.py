@@ -314,6 +314,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                     [[cl["mode"], cl["samples"], cl["p50_ms"], cl["p99_ms"], cl["missing"]]],
                 )
             )
+    out += _bus_markdown(results.get("bus"))
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]
@@ -321,6 +322,42 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         out.append("## Sections that failed\n")
         out += [f"- {k}: {v}\n" for k, v in results["errors"].items()]
     return "\n".join(out)
+
+
+def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
+    if not bus:
+        return []
+    out = ["## (7) Cluster bus: pub/sub (`redis`) against streams (`redis-streams`)\n"]
+    if "skipped" in bus:
+        return [*out, f"Skipped: {bus['skipped']}\n"]
+    rows = [
+        [
+            r["manager"],
+            "on" if r["recovery"] else "off",
+            r["samples"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["acks_per_s"],
+            r["acks_per_cpu_s"],
+            f"{r['burst_received']}/{r['burst_acked']}",
+        ]
+        for r in bus["cross_node"]
+    ]
+    headers = ["manager", "recovery", "samples", "p50 ms", "p99 ms", "burst acks/s"]
+    out.append(_table([*headers, "acks/CPU-s (A+B)", "received/acked"], rows))
+    rows = [
+        [
+            r["manager"],
+            r["messages"],
+            r["discarded_per_cpu_s"],
+            r.get("bytes_per_entry", "-"),
+            r.get("entry_json_bytes", "-"),
+        ]
+        for r in bus["ceiling"]
+    ]
+    headers = ["manager", "flood", "emits for others / CPU-s", "Redis B/entry", "JSON B"]
+    out.append(_table(headers, rows))
+    return out
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

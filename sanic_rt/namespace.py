@@ -226,8 +226,10 @@ class BaseNamespace(socketio.AsyncNamespace):
         return session
 
     async def _restore_session(self, sid: str, state: ConnState, session: Session) -> None:
+        # Presence rooms come back through the subscriptions and the new token's follows.
         for room in session.rooms:
-            await self.enter_room(sid, room)
+            if not room.startswith(presence_room("")):
+                await self.enter_room(sid, room)
         limit = self.gateway.config.presence.max_subscriptions
         await self._subscribe(sid, state, set(session.subscriptions[:limit]))
         await self.server.recovery.catch_up(sid, session)

@@ -9,6 +9,7 @@ The issue's 130 s "beyond the window" case runs here at the scale of a 3 s
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -115,6 +116,11 @@ async def send_missed(sender: Client, node: Proc, conversation: str, user_id: st
     return sent
 
 
+def dave_updates(client: JsClient, user_id: str) -> list[list[Any]]:
+    updates = client.event_args("presence:update", "/chats")
+    return [u for u in updates if u[0]["user_id"] == user_id]
+
+
 def received(client: JsClient) -> tuple[list[str], list[str]]:
     """(chat texts, notification titles) in arrival order; each event ends in a string offset."""
     chats = client.event_args("chat:message", "/chats")
@@ -142,9 +148,13 @@ async def check_recovery(
     # bob: a python-socketio client in the same room all along, without recovery.
     bob = await clients(second.url, make_token(f"bob-{next(_ids)}"))
     await join_both(alice, bob, conversation)
+    dave_id = f"dave-{next(_ids)}"
+    subscribe = json.dumps({"user_ids": [dave_id]}, separators=(",", ":"))
+    assert (await ack(alice, f"call {{id}} presence:subscribe {subscribe}"))["ok"]
 
     await drop(alice, first, alice_id)
     sent = await send_missed(bob, api, conversation, alice_id)
+    dave = await clients(api.url, make_token(dave_id))  # a presence change alice misses
     await alice.send(f"reconnect {second.url}")
     assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
 
@@ -156,6 +166,11 @@ async def check_recovery(
     assert answer["ok"], answer
     await eventually(lambda: received(alice)[0][-1:] == ["after"])
     assert received(alice) == ([*texts, "after"], titles)
+    # Her presence subscription is back: the missed update came, and new ones do.
+    assert [u[0]["online"] for u in dave_updates(alice, dave_id)] == [True]
+    assert (await dave.call("presence:set_status", {"status": "dnd"}))["ok"]
+    await eventually(lambda: len(dave_updates(alice, dave_id)) == 2)
+    assert dave_updates(alice, dave_id)[1][0]["status"] == "dnd"
     # Presence did not flap: carol saw alice online once, never offline.
     assert [u["online"] for u in updates_for(carol, alice_id)] == [True]
     # bob's events are exactly what a client without recovery always got: the payload.

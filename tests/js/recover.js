@@ -9,6 +9,7 @@
 // "nsp", "reason"}, {"event": "<name>", "nsp", "args"} for every event received,
 // {"event": "ack", "id", "ack"} for a command's answer. Commands on stdin:
 //   join ID CONVERSATION    chat:join, answered by an "ack" line
+//   call ID EVENT JSON      any acked event on /chats (JSON without spaces)
 //   close                   socket.io.engine.close(): the network went away
 //   reconnect [URL]         connect again, to URL if given (another node behind
 //                           the same load balancer); the client keeps pid and offset
@@ -41,11 +42,12 @@ for (const [nsp, socket] of Object.entries(sockets)) {
 
 const commands = {
   join(id, conversation) {
+    commands.call(id, "chat:join", JSON.stringify({ conversation_id: conversation }));
+  },
+  call(id, event, json) {
     sockets["/chats"]
       .timeout(10000)
-      .emit("chat:join", { conversation_id: conversation }, (err, ack) =>
-        print({ event: "ack", id, ack: err ? null : ack }),
-      );
+      .emit(event, JSON.parse(json), (err, ack) => print({ event: "ack", id, ack: err ? null : ack }));
   },
   close() {
     sockets["/chats"].io.engine.close();
