@@ -64,6 +64,8 @@ class Session:
     #: the log's offset when the connection (or its last restore) began; used when
     #: the client saw no event and so has no offset of its own to present
     offset: str = ZERO_OFFSET
+    #: every event up to here had been handed to the connection when it dropped
+    delivered: str = ZERO_OFFSET
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -79,8 +81,13 @@ class Session:
 class RecoveryStore(Protocol):
     """Where sessions and missed events come from (the manager implements it)."""
 
-    def log_tip(self) -> str:
-        """The offset of the newest event this node knows of."""
+    def delivered_upto(self) -> str:
+        """Every event up to this offset has been delivered on this node.
+
+        A node delivers its own emits at once and other nodes' as its reader gets
+        them, so a client's last offset (from an own emit) can be ahead of an
+        event still on its way: recovery starts at the lower of the two.
+        """
 
     async def save_session(self, pid: str, session: Session, ttl: float) -> None: ...
 
@@ -91,8 +98,14 @@ class RecoveryStore(Protocol):
         neither leak nor spend the owner's session.
         """
 
-    async def read_after(self, offset: str) -> list[tuple[str, dict[str, Any]]] | None:
-        """Emit messages logged after ``offset``, oldest first; None if some are gone."""
+    async def read_after(
+        self, offset: str, claimed: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]] | None:
+        """Emit messages logged after ``offset``, oldest first.
+
+        None if some are gone, or if ``claimed`` (the offset a client presented)
+        is past the newest event: no client can have seen it.
+        """
 
 
 def message_args(message: dict[str, Any]) -> list[Any]:
@@ -102,6 +115,24 @@ def message_args(message: dict[str, Any]) -> list[Any]:
         attachments = [base64.b64decode(a) for a in data[1:]]
         data = socketio.packet.Packet.reconstruct_binary(data[0], attachments)
     return list(data) if isinstance(data, list | tuple) else [data]
+
+
+def _resume_from(client_offset: Any, session: Session) -> str | None:
+    """Where the replay starts: the client's offset, unless delivery lagged behind it.
+
+    None for an offset that is not one (bad input: a fresh connection).
+    """
+    if client_offset is None:
+        return session.offset
+    client, delivered = parse_offset(client_offset), parse_offset(session.delivered)
+    if client is None:
+        return None
+    return session.delivered if delivered is not None and delivered < client else client_offset
+
+
+def _at_most(offset: str, newest: Offset) -> bool:
+    key = parse_offset(offset)
+    return key is not None and key <= newest
 
 
 def _addressed_to(message: dict[str, Any], session: Session) -> bool:
@@ -148,7 +179,7 @@ class Recovery:
     def opt_in(self, sid: str, pid: str | None = None) -> str:
         """Give a connection a pid (sent in its CONNECT answer); a restored one keeps its own."""
         pid = pid or secrets.token_urlsafe(18)
-        self.sessions[sid] = (pid, self.store.log_tip())
+        self.sessions[sid] = (pid, self.store.delivered_upto())
         return pid
 
     async def claim(
@@ -167,8 +198,9 @@ class Recovery:
         session = await self.store.take_session(pid, user_id, namespace)
         if session is None or (session.user_id, session.namespace) != (user_id, namespace):
             return None
-        offset = auth.get("offset", session.offset)
-        missed = await self.store.read_after(offset) if parse_offset(offset) else None
+        claimed = auth.get("offset")
+        offset = _resume_from(claimed, session)
+        missed = await self.store.read_after(offset, claimed) if offset else None
         if missed is None:
             return None
         self.opt_in(sid, pid)
@@ -196,6 +228,7 @@ class Recovery:
         if opted is None or reason not in RECOVERABLE_REASONS:
             return
         pid, session.offset = opted
+        session.delivered = self.store.delivered_upto()
         await self.store.save_session(pid, session, self.max_disconnection)
 
     def pid_of(self, sid: str) -> str | None:
@@ -215,9 +248,9 @@ class Recovery:
             if offset not in sent:
                 await self._send(eio_sid, namespace, event, args, offset)
                 sent.add(offset)
-        last = max((parse_offset(o) for o in sent), default=None)
-        if last is not None:
-            self._replayed_upto[sid] = last
+        keys = [k for k in map(parse_offset, sent) if k is not None]
+        if keys:
+            self._replayed_upto[sid] = max(keys)
 
     async def _send(
         self, eio_sid: str, namespace: str, event: str, args: list[Any], offset: str
@@ -317,8 +350,8 @@ class MemoryEventLog:
         while events and (len(events) > self.max_events or now - events[0][0] > self.max_age):
             self._dropped_upto = events.popleft()[1]
 
-    def log_tip(self) -> str:
-        return f"{self._epoch}-{self._seq}"
+    def delivered_upto(self) -> str:
+        return f"{self._epoch}-{self._seq}"  # one process: delivered as logged
 
     async def save_session(self, pid: str, session: Session, ttl: float) -> None:
         now = time.monotonic()
@@ -336,10 +369,13 @@ class MemoryEventLog:
         del self._sessions[pid]
         return session
 
-    async def read_after(self, offset: str) -> list[tuple[str, dict[str, Any]]] | None:
+    async def read_after(
+        self, offset: str, claimed: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]] | None:
         key = parse_offset(offset)
+        newest = (self._epoch, self._seq)
         self._trim(time.monotonic())
-        if key is None or key < self._dropped_upto or key > (self._epoch, self._seq):
+        if key is None or key < self._dropped_upto or not _at_most(claimed or offset, newest):
             return None
         return [(o, m) for _, k, o, m in self._events if k > key]
 

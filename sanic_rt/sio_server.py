@@ -47,15 +47,16 @@ class GatewayServer(socketio.AsyncServer):
         # CONNECT with ``{"sid": sid}`` through this method; an opted-in connection's
         # answer also carries its ``pid``, and a restored one's missed events follow
         # it, before anything new (tests/test_recovery.py checks the upstream code).
+        recovery = self.recovery
+        sid = pkt.data.get("sid") if isinstance(pkt.data, dict) else None
         pid = None
-        if self.recovery is not None and pkt.packet_type == packet.CONNECT:
-            sid = pkt.data.get("sid") if isinstance(pkt.data, dict) else None
-            pid = self.recovery.pid_of(sid) if sid else None
+        if recovery is not None and pkt.packet_type == packet.CONNECT and sid:
+            pid = recovery.pid_of(sid)
             if pid is not None:
                 pkt.data = {**pkt.data, "pid": pid}
         await super()._send_packet(eio_sid, pkt)
-        if pid is not None:
-            await self.recovery.replay(sid, eio_sid, pkt.namespace or "/")
+        if recovery is not None and pid is not None and sid:
+            await recovery.replay(sid, eio_sid, pkt.namespace or "/")
 
     async def emit(self, *args: Any, **kwargs: Any) -> None:
         if self.emit_timeout is None:

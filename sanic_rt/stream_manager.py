@@ -82,7 +82,8 @@ class StreamManager(AsyncPubSubManager):
         # A blocking XREAD holds its connection; it gets its own, with a socket
         # timeout past the block so that a frozen Redis is noticed.
         self._reader = redis_client(url, socket_timeout=READ_BLOCK_SECONDS + timeout + 1, **options)
-        self.last_id: str | None = None  # the newest stream id this node has seen
+        #: the reader's position: every entry up to it has been handled on this node
+        self.read_id: str | None = None
         self.recovery: Recovery | None = None
         self.event_log = self  # the recovery store: the stream and keys next to it
         self._take_session_script = self.redis.register_script(TAKE_SESSION)
@@ -133,14 +134,7 @@ class StreamManager(AsyncPubSubManager):
             )
         except (RedisError, OSError) as err:
             raise BackendUnavailable(f"the cluster bus is unavailable ({err})") from None
-        offset = _text(entry_id)
-        self._saw(offset)
-        return offset
-
-    def _saw(self, offset: str) -> None:
-        key = parse_offset(offset)
-        if key is not None and (self.last_id is None or key > parse_offset(self.last_id)):
-            self.last_id = offset
+        return _text(entry_id)
 
     # --- local delivery ------------------------------------------------------------
 
@@ -172,10 +166,12 @@ class StreamManager(AsyncPubSubManager):
         retry = RETRY_FIRST
         while True:
             try:
-                if self.last_id is None:
-                    self.last_id = await self._stream_tip()
-                batches = await self._reader.xread(
-                    {self.stream: self.last_id},
+                if self.read_id is None:
+                    self.read_id = await self._stream_tip()
+                # From the reader's own position, never from an id this node published
+                # itself: another node's earlier entry may still be unread.
+                batches: Any = await self._reader.xread(
+                    {self.stream: self.read_id},
                     count=READ_COUNT,
                     block=int(READ_BLOCK_SECONDS * 1000),
                 )
@@ -188,10 +184,10 @@ class StreamManager(AsyncPubSubManager):
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     offset = _text(entry_id)
-                    self._saw(offset)
                     message = self._decode(fields)
                     if message is not None:
                         yield message | {"offset": offset}
+                    self.read_id = offset  # after the handler ran: delivered
 
     def _decode(self, fields: dict[Any, Any]) -> dict[str, Any] | None:
         raw = fields.get(b"m", fields.get("m"))
@@ -211,8 +207,8 @@ class StreamManager(AsyncPubSubManager):
 
     # --- recovery store (sanic_rt.recovery.RecoveryStore) ------------------------------
 
-    def log_tip(self) -> str:
-        return self.last_id or "0-0"
+    def delivered_upto(self) -> str:
+        return self.read_id or "0-0"
 
     async def save_session(self, pid: str, session: Session, ttl: float) -> None:
         try:
@@ -229,9 +225,12 @@ class StreamManager(AsyncPubSubManager):
             return None
         return Session.loads(raw) if raw is not None else None
 
-    async def read_after(self, offset: str) -> list[tuple[str, dict[str, Any]]] | None:
-        """The emits after ``offset``; None if the stream no longer holds all of them."""
-        key = parse_offset(offset)
+    async def read_after(
+        self, offset: str, claimed: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]] | None:
+        """The emits after ``offset``; None if the stream no longer holds all of them,
+        or if ``claimed`` is past its newest entry."""
+        key, claim = parse_offset(offset), parse_offset(claimed or offset)
         try:
             info = await self.redis.xinfo_stream(self.stream)
         except (RedisError, OSError):
@@ -239,7 +238,9 @@ class StreamManager(AsyncPubSubManager):
         # Redis 7 records the highest id ever trimmed: anything after ``offset`` gone?
         trimmed = parse_offset(_text(info.get("max-deleted-entry-id", "0-0")))
         newest = parse_offset(_text(info["last-generated-id"]))
-        if key is None or newest is None or key > newest or (trimmed and trimmed > key):
+        if key is None or claim is None or newest is None or claim > newest:
+            return None
+        if key > newest or (trimmed and trimmed > key):
             return None
         return await self._range_after(offset)
 
@@ -248,7 +249,7 @@ class StreamManager(AsyncPubSubManager):
         start = offset
         while len(found) <= 2 * self.maxlen:
             try:
-                page = await self.redis.xrange(self.stream, min=f"({start}", count=REPLAY_PAGE)
+                page: Any = await self.redis.xrange(self.stream, min=f"({start}", count=REPLAY_PAGE)
             except (RedisError, OSError):
                 return None
             for entry_id, fields in page:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -265,3 +266,20 @@ async def test_forged_pid_or_offset_is_a_fresh_connection_and_leaks_nothing(js, 
         (fresh,) = [c for c in await connected(alice, round_) if c["nsp"] == "/chats"]
         assert not fresh["recovered"]
     assert "Traceback" not in node.log()
+
+
+async def test_a_drained_node_loses_its_clients_no_events(js, clients, start_server, streams):
+    # SIGTERM closes transports; the sessions are kept, and the clients recover on
+    # another node (a rolling restart behind a load balancer).
+    leaving = start_server(recovery_config(streams["redis"]))
+    alice_id, conversation = f"alice-{next(_ids)}", f"c{next(_ids)}"
+    alice = await js(leaving.url, alice_id)
+    await connected(alice, 1)
+    bob = await clients(streams["b"].url, make_token(f"bob-{next(_ids)}"))
+    await join_both(alice, bob, conversation)
+    leaving.signal(signal.SIGTERM)
+    await eventually(lambda: not leaving.alive, timeout=20)
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "while moving"})
+    await alice.send(f"reconnect {streams['b'].url}")
+    assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
+    await eventually(lambda: received(alice)[0] == ["while moving"])
