@@ -349,7 +349,7 @@ def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
         [
             r["manager"],
             r["messages"],
-            r["discarded_per_cpu_s"],
+            r["discarded_per_cpu_s"] or f"cut off by Redis {r['subscriber_cut_off']}x",
             r.get("bytes_per_entry", "-"),
             r.get("entry_json_bytes", "-"),
         ]
