@@ -78,11 +78,12 @@ async def test_redis_outage_loses_nothing_acked_and_duplicates_nothing(
     assert "Traceback" not in node_a.log() + node_b.log()
 
 
-async def both_ways_at_once(alice, bob, each: int = 150) -> None:
+async def both_ways_at_once(alice, bob, each: int = 60) -> None:
     """Both nodes emit at once; everything arrives on the other node, once.
 
     Each node reads the stream from its reader's own position: an entry the other
-    node added just before this node's own XADD must not be skipped.
+    node added just before this node's own XADD must not be skipped. (``each``
+    stays under the per-connection burst of ``[server] events_burst``.)
     """
 
     async def burst(client, name: str) -> None:
