@@ -27,7 +27,7 @@ from .envelope import AckError, error, ok
 from .gateway import presence_room, user_room
 from .presence import TooManyConnections
 from .presence_model import STATUSES
-from .recovery import Session, restorable_rooms
+from .recovery import Recovery, Session, restorable_rooms
 from .tasks import BackgroundTasks
 from .validation import Choice, Id, IdList, validate
 
@@ -233,7 +233,7 @@ class BaseNamespace(socketio.AsyncNamespace):
 
         Runs after the token was verified: recovery never skips auth.
         """
-        recovery = self.server.recovery
+        recovery: Recovery | None = self.server.recovery
         if recovery is None or not isinstance(auth, dict) or auth.get("recover") is not True:
             return None
         session = await recovery.claim(sid, user_id, self.namespace, auth)

@@ -200,7 +200,9 @@ class Recovery:
             return None
         claimed = auth.get("offset")
         offset = _resume_from(claimed, session)
-        missed = await self.store.read_after(offset, claimed) if offset else None
+        if offset is None:
+            return None
+        missed = await self.store.read_after(offset, claimed)
         if missed is None:
             return None
         self.opt_in(sid, pid)
@@ -401,7 +403,8 @@ class MemoryLogManager(socketio.AsyncManager):
     ) -> None:
         room = to or room
         if callback is not None or self.recovery is None:
-            return await super().emit(event, data, namespace, room, skip_sid, callback, **kwargs)
+            await super().emit(event, data, namespace, room, skip_sid, callback, **kwargs)
+            return
         args = emit_args(data)
         message = {"method": "emit", "event": event, "data": args, "namespace": namespace}
         message |= {"room": room, "skip_sid": skip_sid}

@@ -140,7 +140,8 @@ class StreamManager(AsyncPubSubManager):
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("callback") is not None or self.recovery is None:
-            return await super()._handle_emit(message)
+            await super()._handle_emit(message)
+            return
         await self._deliver(
             message["event"],
             message_args(message),
