@@ -28,6 +28,7 @@ from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .sio_server import GatewayServer
 from .stream_manager import StreamManager
+from .targeted_bus import TargetedStreamManager
 
 log = logging.getLogger("sanic_rt")
 _app_numbers = itertools.count(1)
@@ -61,6 +62,13 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             "recovery.enabled",
             'pub/sub cannot replay missed events: use manager = "redis-streams"',
         )
+    if config.cluster.routing == "targeted":
+        if config.cluster.manager != "redis-streams":
+            raise ConfigError(src, "cluster.routing", 'targeted needs manager = "redis-streams"')
+        if config.recovery.enabled:
+            raise ConfigError(
+                src, "recovery.enabled", 'not available with routing = "targeted" (yet)'
+            )
     if server.workers > 1:
         if not config.cluster.manager:
             raise ConfigError(
@@ -124,7 +132,8 @@ def api_keys(config: Config) -> list[str]:
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
     url = config.cluster.url or config.presence.redis.url
     if config.cluster.manager == "redis-streams":
-        return StreamManager(
+        streams = TargetedStreamManager if config.cluster.routing == "targeted" else StreamManager
+        return streams(
             url,
             channel=config.cluster.channel,
             maxlen=config.cluster.stream_maxlen,

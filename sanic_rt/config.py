@@ -118,6 +118,9 @@ class ClusterConfig:
     stream_maxlen: int = _opt(
         10_000, "redis-streams: entries kept in the bus stream (approximate)", min=100
     )
+    routing: Literal["broadcast", "targeted"] = _opt(
+        "broadcast", "redis-streams: every node reads every emit, or only its rooms'"
+    )
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ import itertools
 import re
 import time
 
+import redis
 import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from sanic_rt.recovery import MemoryEventLog, Session
-from tests.support.clients import eventually, make_token
+from tests.support.clients import eventually, http, make_token
 from tests.support.cluster import check_config, cluster_config, wire_up
 
 _ids = itertools.count(1)
@@ -121,6 +122,13 @@ def test_recovery_needs_a_bus_that_keeps_events(tmp_path, redis_proc):
     assert "recovery.enabled" in lines[0] and "check.toml" in lines[0]
     workers = streams_config(redis_proc, server={"workers": 2, "transports": ["websocket"]})
     assert check_config(tmp_path, workers).returncode == 0
+    targeted = {**good, "cluster": {"manager": "redis-streams", "routing": "targeted"}}
+    for config, key in (
+        (targeted, "recovery.enabled"),
+        ({**targeted, "cluster": {"routing": "targeted"}}, "cluster.routing"),
+    ):
+        result = check_config(tmp_path, config)
+        assert result.returncode == 2 and key in result.stderr, result.stderr
 
 
 def _squeezed(function) -> str:
@@ -178,3 +186,41 @@ def test_replay_starts_where_delivery_had_got_to():
     assert _resume_from("12-0", session) == "9-0"  # an own emit ahead of the reader
     assert _resume_from("garbage", session) is None
     assert _resume_from(12, session) is None
+
+
+async def test_targeted_bus_sends_a_node_only_what_its_connections_need(
+    redis_proc, start_server, clients
+):
+    config = streams_config(redis_proc)
+    config["cluster"]["routing"] = "targeted"
+    node_a, node_b, node_c = (start_server(config) for _ in range(3))
+    alice = await clients(node_a.url, make_token("alice"))
+    bob = await clients(node_b.url, make_token("bob"), namespaces=["/chats", "/notifications"])
+    carol = await clients(node_c.url, make_token("carol"))  # on C, in no conversation
+    for client in (alice, bob):
+        assert (await client.call("chat:join", {"conversation_id": "t"}))["ok"]
+    bus = redis.Redis(port=redis_proc.port)
+
+    def lengths() -> dict[str, int]:  # the node streams (one appears with its first entry)
+        return {k.decode(): bus.xlen(k) for k in bus.keys("sanic_rt:node:*")}
+
+    before = lengths()
+    for i in range(20):
+        answer = await alice.call("chat:message", {"conversation_id": "t", "text": f"m{i}"})
+        assert answer["ok"], answer
+    # A notification for bob pushed through C's HTTP API: to B's stream only.
+    body = {"user_ids": ["bob"], "type": "t", "title": "hi"}
+    status, _ = await http("POST", f"{node_c.url}/api/v1/notifications", body)
+    assert status == 200
+    await eventually(
+        lambda: len(texts(bob)) == 20 and bob.events("notification:new", "/notifications")
+    )
+    assert texts(bob) == [f"m{i}" for i in range(20)]
+    grew = {s: n - before.get(s, 0) for s, n in lengths().items() if n != before.get(s, 0)}
+    assert list(grew.values()) == [21], grew  # one stream (B's) got them all, A's and C's none
+    assert texts(carol) == []
+
+    # A disconnect asked on A reaches bob's node and only it.
+    status, reply = await http("POST", f"{node_a.url}/api/v1/users/bob/disconnect")
+    assert status == 200 and reply["data"]["connections"] == 2, reply
+    await eventually(lambda: not bob.sio.connected)
