@@ -49,15 +49,18 @@ SAMPLE_MESSAGE = {
 }
 
 
-def node(ctx: Context, redis_port: int, manager: str, recovery: bool) -> Proc:
+def node(
+    ctx: Context, redis_port: int, manager: str, recovery: bool, routing: str = "broadcast"
+) -> Proc:
     url = f"redis://127.0.0.1:{redis_port}/0"
+    cluster = {"manager": manager} | ({"routing": routing} if routing != "broadcast" else {})
     sections: dict[str, Any] = {
         "presence": {"backend": "redis", "redis": {"url": url}},
-        "cluster": {"manager": manager},
+        "cluster": cluster,
     }
     if recovery:
         sections["recovery"] = {"enabled": True}
-    name = f"bus-{manager}{'-recovery' if recovery else ''}"
+    name = f"bus-{manager}-{routing}{'-recovery' if recovery else ''}"
     return sanic_rt_target(ctx, name, **sections).make(free_port())
 
 
@@ -89,14 +92,32 @@ def idle_rate(proc: Proc, seconds: float = 1.0) -> float:
     return (proc.cpu_seconds() - start) / seconds
 
 
+def bus_reads(redis_port: int, nodes: int) -> int:
+    """Entries the nodes have read off the bus so far: each node reads the one stream
+    with broadcast routing, its own stream with targeted routing."""
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    try:
+        shared = client.xlen(f"{CHANNEL}:bus") if client.exists(f"{CHANNEL}:bus") else 0
+        own = sum(int(client.xlen(k)) for k in client.keys(f"{CHANNEL}:node:*"))
+        return int(shared) * nodes + own
+    finally:
+        client.close()
+
+
 def cross_node_row(
-    ctx: Context, redis_port: int, manager: str, recovery: bool, messages: int
+    ctx: Context,
+    redis_port: int,
+    manager: str,
+    recovery: bool,
+    messages: int,
+    routing: str = "broadcast",
 ) -> dict[str, Any]:
     flush(redis_port)
-    a, b = (node(ctx, redis_port, manager, recovery) for _ in range(2))
+    # a receives, b sends, c has no clients: what c reads is traffic meant for others
+    a, b, c = (node(ctx, redis_port, manager, recovery, routing) for _ in range(3))
     load = None
     try:
-        for proc in (a, b):
+        for proc in (a, b, c):
             proc.start()
         opts = {
             "mode": "crossNode",
@@ -114,16 +135,19 @@ def cross_node_row(
         latency = load.expect("result", opts["maxSeconds"])
         load.expect("burst_start", 30)
         before = a.cpu_seconds() + b.cpu_seconds()
+        reads_before = bus_reads(redis_port, 3) if manager != "redis" else 0
         burst = load.expect("burst_done", opts["maxSeconds"])
         used = a.cpu_seconds() + b.cpu_seconds() - before
+        reads = bus_reads(redis_port, 3) - reads_before if manager != "redis" else None
         load.expect("done", 30)
     finally:
         if load is not None:
             load.stop()
-        for proc in (a, b):
+        for proc in (a, b, c):
             proc.stop()
     return {
         "manager": manager,
+        "routing": routing,
         "recovery": recovery,
         "mode": latency.get("mode"),
         "samples": latency.get("samples"),
@@ -134,6 +158,10 @@ def cross_node_row(
         "burst_received": burst["received"],
         "acks_per_s": round(burst["acked"] / burst["seconds"]) if burst["seconds"] else None,
         "acks_per_cpu_s": round(burst["acked"] / used) if used else None,
+        # pub/sub: every node receives every message (3 per emit), not countable in Redis
+        "bus_reads_per_emit": round(reads / burst["acked"], 2)
+        if reads is not None and burst["acked"]
+        else 3.0,
     }
 
 
@@ -202,9 +230,15 @@ def stream_memory(client: redis.Redis) -> dict[str, Any]:
 
 def run(ctx: Context, redis_port: int, messages: int, flood: int) -> dict[str, Any]:
     rows = []
-    for manager, recovery in (("redis", False), ("redis-streams", False), ("redis-streams", True)):
-        print(f"   bus cross-node {manager} recovery={recovery}", flush=True)
-        rows.append(cross_node_row(ctx, redis_port, manager, recovery, messages))
+    variants = [
+        ("redis", False, "broadcast"),
+        ("redis-streams", False, "broadcast"),
+        ("redis-streams", True, "broadcast"),
+        ("redis-streams", False, "targeted"),
+    ]
+    for manager, recovery, routing in variants:
+        print(f"   bus cross-node {manager} {routing} recovery={recovery}", flush=True)
+        rows.append(cross_node_row(ctx, redis_port, manager, recovery, messages, routing))
     ceilings = []
     for manager in ("redis", "redis-streams"):
         print(f"   bus ceiling {manager} flood={flood}", flush=True)

@@ -333,6 +333,7 @@ def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
     rows = [
         [
             r["manager"],
+            r.get("routing", "broadcast"),
             "on" if r["recovery"] else "off",
             r["samples"],
             r["p50_ms"],
@@ -340,11 +341,13 @@ def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
             r["acks_per_s"],
             r["acks_per_cpu_s"],
             f"{r['burst_received']}/{r['burst_acked']}",
+            r.get("bus_reads_per_emit"),
         ]
         for r in bus["cross_node"]
     ]
-    headers = ["manager", "recovery", "samples", "p50 ms", "p99 ms", "burst acks/s"]
-    out.append(_table([*headers, "acks/CPU-s (A+B)", "received/acked"], rows))
+    headers = ["manager", "routing", "recovery", "samples", "p50 ms", "p99 ms", "burst acks/s"]
+    headers += ["acks/CPU-s (A+B)", "received/acked", "bus reads per emit (3 nodes)"]
+    out.append(_table(headers, rows))
     rows = [
         [
             r["manager"],
