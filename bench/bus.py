@@ -98,7 +98,7 @@ def bus_reads(redis_port: int, nodes: int) -> int:
     client = redis.Redis(host="127.0.0.1", port=redis_port)
     try:
         shared = client.xlen(f"{CHANNEL}:bus") if client.exists(f"{CHANNEL}:bus") else 0
-        own = sum(int(client.xlen(k)) for k in client.keys(f"{CHANNEL}:node:*"))
+        own = sum(int(client.xlen(k)) for k in client.keys(f"{CHANNEL}:bus:node:*"))
         return int(shared) * nodes + own
     finally:
         client.close()

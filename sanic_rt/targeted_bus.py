@@ -2,12 +2,12 @@
 
 With ``routing = "broadcast"`` (the default) every node reads the one bus stream
 and decodes every emit of the cluster. Here each node has its own stream
-(``<channel>:node:<node id>``) and an emit is written only to the streams of the
+(``<channel>:bus:node:<node id>``) and an emit is written only to the streams of the
 nodes that hold a member of its room(s): each node records in Redis, per room, that
-it holds members (``<channel>:room:<namespace>:<room>``, a set of node ids, added
+it holds members (``<channel>:bus:room:<namespace>:<room>``, a set of node ids, added
 to on a node's first member and removed from on its last). A connection's own sid
 is a room too, so cross-node disconnects and room changes reach exactly its node;
-an emit to a whole namespace goes to every live node (``<channel>:nodes``, a sorted
+an emit to a whole namespace goes to every live node (``<channel>:bus:nodes``, a sorted
 set of node heartbeats).
 
 An emit costs two round trips (the room sets, then the XADDs in one pipeline) and a
@@ -44,9 +44,10 @@ class TargetedStreamManager(StreamManager):
 
     def __init__(self, url: str, channel: str = "sanic_rt", **options: Any) -> None:
         super().__init__(url, channel=channel, **options)
-        self.node_prefix = f"{channel}:node:"
-        self.room_prefix = f"{channel}:room:"
-        self.nodes_key = f"{channel}:nodes"
+        # Under <channel>:bus: apart from the presence backend's own node keys.
+        self.node_prefix = f"{channel}:bus:node:"
+        self.room_prefix = f"{channel}:bus:room:"
+        self.nodes_key = f"{channel}:bus:nodes"
         self.stream = self.node_prefix + self.host_id  # what this node's reader reads
         self._live: set[str] = set()
         self._dead: set[str] = set()

@@ -202,7 +202,7 @@ async def test_targeted_bus_sends_a_node_only_what_its_connections_need(
     bus = redis.Redis(port=redis_proc.port)
 
     def lengths() -> dict[str, int]:  # the node streams (one appears with its first entry)
-        return {k.decode(): bus.xlen(k) for k in bus.keys("sanic_rt:node:*")}
+        return {k.decode(): bus.xlen(k) for k in bus.keys("sanic_rt:bus:node:*")}
 
     before = lengths()
     for i in range(20):
