@@ -35,6 +35,8 @@ log = logging.getLogger("sanic_rt.targeted_bus")
 #: how often a node refreshes its heartbeat; it counts as gone after three misses
 HEARTBEAT_SECONDS = 2.0
 NODE_TIMEOUT = 3 * HEARTBEAT_SECONDS
+#: after this long without a beat a node leaves the registry and its stream expires
+NODE_FORGOTTEN = 10 * NODE_TIMEOUT
 
 
 class TargetedStreamManager(StreamManager):
@@ -122,7 +124,9 @@ class TargetedStreamManager(StreamManager):
                 now = time.time()
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.zadd(self.nodes_key, {self.host_id: now})
-                pipe.zremrangebyscore(self.nodes_key, "-inf", now - 10 * NODE_TIMEOUT)
+                pipe.zremrangebyscore(self.nodes_key, "-inf", now - NODE_FORGOTTEN)
+                # A node's stream outlives it by NODE_FORGOTTEN at most.
+                pipe.expire(self.stream, int(NODE_FORGOTTEN))
                 await pipe.execute()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
