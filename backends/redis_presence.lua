@@ -9,7 +9,7 @@
 --   KEYS[1] online  ZSET, score 0, member user id (lex order for paging)
 --   KEYS[2] due     ZSET, score = UserState.deadline(), member user id
 --   KEYS[3] ns      HASH namespace -> live connection entries (for stats)
---   user hash       fields s, o, i, a, l, p, g (UserState scalars) and
+--   user hash       fields s, o, i, a, l, p, g, q (UserState scalars) and
 --                   c:<sid> = "<expires_at>|<len(namespace)>|<namespace><device>"
 --
 -- Times are the caller's clock passed in ARGV ("now"), never Redis TIME, so
@@ -87,6 +87,8 @@ local function load(key, uid)
       st.public_last_seen = tonumber(v)
     elseif f == 'g' then
       st.grace_until = tonumber(v)
+    elseif f == 'q' then
+      st.seq = tonumber(v)
     end
   end
   st.was_online = st.online
@@ -251,6 +253,54 @@ local function op_set_status(st, status, now)
   st.idle = false
 end
 
+-- presence events -----------------------------------------------------------------
+-- Every operation's last two arguments are this shard's event stream ('' when
+-- off) and its approximate maxlen (backends/redis.py appends them).
+
+local EVENTS_KEY, EVENTS_MAXLEN
+
+local function set_events(key, maxlen)
+  EVENTS_KEY, EVENTS_MAXLEN = key, maxlen
+end
+
+-- presence_model.next_seq: grows with every change, from the clock (ms) up.
+local function next_seq(seq, now)
+  return math.max((seq or 0) + 1, math.floor(now * 1000))
+end
+
+local function json_num(x)
+  return x and fmt(x) or 'null'
+end
+
+-- The event of sanic_rt/events.py presence_event(), as JSON.
+local function event_json(st, after, before, seq, now)
+  local kind = 'presence.status'
+  if not after[1] then
+    kind = 'presence.offline'
+  elseif not before[1] then
+    kind = 'presence.online'
+  end
+  return '{"id":' .. cjson.encode(st.uid .. ':' .. seq) .. ',"type":"' .. kind
+    .. '","user_id":' .. cjson.encode(st.uid) .. ',"online":' .. tostring(after[1])
+    .. ',"status":"' .. after[2] .. '","last_seen":' .. json_num(after[3])
+    .. ',"seq":' .. seq .. ',"at":' .. fmt(now) .. '}'
+end
+
+-- Number a visible change, store its seq and append its event to the stream,
+-- in the script that decides it: no change without its event, none twice.
+-- Returns the seq (a string).
+local function emit_event(st, after, before)
+  local now = tonumber(ARGV[2])
+  st.seq = next_seq(st.seq, now)
+  local seq = string.format('%.0f', st.seq)
+  redis.call('HSET', st.key, 'q', seq)
+  if EVENTS_KEY ~= '' then
+    redis.call('XADD', EVENTS_KEY, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'event', event_json(st, after, before, seq, now))
+  end
+  return seq
+end
+
 -- write-back ----------------------------------------------------------------------
 
 local function bool(b)
@@ -258,7 +308,8 @@ local function bool(b)
 end
 
 -- Write the state back, re-index it, and append the visible change (if any)
--- to `changes` as {user_id, online "1"/"0", status, last_seen or ""}.
+-- to `changes` as {user_id, online "1"/"0", status, last_seen or "", seq,
+-- online before "1"/"0"}.
 local function commit(st, online_key, due_key, changes)
   local set = {
     's', st.status, 'o', bool(st.online), 'i', bool(st.idle), 'a', fmt(st.last_active),
@@ -308,7 +359,10 @@ local function commit(st, online_key, due_key, changes)
   local after = public_view(st)
   local before = st.before
   if after[1] ~= before[1] or after[2] ~= before[2] or after[3] ~= before[3] then
-    changes[#changes + 1] = {st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or ''}
+    local seq = emit_event(st, after, before)
+    changes[#changes + 1] = {
+      st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or '', seq, bool(before[1]),
+    }
   end
   st.before = after
 end
@@ -321,11 +375,13 @@ end
 -- ============================== operation ==================================
 -- ARGV[1] operation, ARGV[2] now, ARGV[3..6] ttl, offline_grace, idle_timeout,
 -- key expiry (ms); KEYS[1..3] the shard's online, due and ns keys; the rest
--- per operation. Returns {result, changes}.
+-- per operation, then the two event arguments (see set_events). Returns
+-- {result, changes}.
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 set_timings(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+set_events(ARGV[#ARGV - 1], ARGV[#ARGV])
 local online_key, due_key, ns_key = KEYS[1], KEYS[2], KEYS[3]
 local changes = {}
 local result = {}
@@ -345,7 +401,7 @@ elseif op == 'touch' then
   -- KEYS[4..] users; ARGV[7] activity; then (user index, user id, sid, namespace, device)
   local activity = ARGV[7] == '1'
   local states, order = {}, {}
-  for i = 8, #ARGV, 5 do
+  for i = 8, #ARGV - 2, 5 do
     local idx = tonumber(ARGV[i])
     local st = states[idx]
     if st == nil then

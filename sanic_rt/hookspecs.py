@@ -73,6 +73,21 @@ def user_disconnected(user: Any, namespace: str, sid: str) -> Any:
 
 
 @hookspec
+def presence_changed(event: dict, settings: Any) -> Any:
+    """A presence change was announced (once cluster-wide, on the node that decided it).
+
+    :param event: the presence event (docs/events.md): ``id``, ``type``
+        (``presence.online`` | ``presence.offline`` | ``presence.status``),
+        ``user_id``, ``online``, ``status``, ``last_seen``, ``seq``, ``at``; the
+        same changes ``presence:update`` subscribers get. Your own copy.
+    :param settings: this plugin's own settings, as for ``authorize``.
+
+    Awaited before the operation that made the change answers: keep it short
+    and hand slow work to a task. An exception is logged and ignored.
+    """
+
+
+@hookspec
 def follows(user: Any, namespace: str, claims: dict, settings: Any) -> Any:
     """User ids this connection follows automatically (its automatic presence subscriptions).
 

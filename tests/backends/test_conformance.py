@@ -205,3 +205,25 @@ async def test_concurrent_settles_announce_offline_exactly_once(make_backends):
     )
     announced = sorted(c.user_id for r in results for c in r)
     assert announced == sorted(ids)
+
+
+async def test_every_change_is_numbered_with_a_growing_seq(make_backends):
+    """seq grows with each announced change of a user, whichever node decides it."""
+    b1, b2 = await make_backends(2)
+    changes = (await b1.connect(conn("u1", "s1"), T0, LIMIT)).changes
+    changes += (await b2.set_status("u1", "dnd", T0 + 1))[1]
+    changes += (await b1.set_status("u1", "dnd", T0 + 1.5))[1]  # no change, no seq
+    changes += (await b2.disconnect("u1", "s1", T0 + 2)).changes
+    changes += await b1.settle(["u1"], T0 + 2 + TIMINGS.offline_grace)
+    changes += (await b2.connect(conn("u1", "s2"), T0 + 20, LIMIT)).changes
+    changes += (await b2.connect(conn("u2", "s3"), T0 + 20, LIMIT)).changes
+    assert [(c.user_id, c.online, c.was_online) for c in changes] == [
+        ("u1", True, False),
+        ("u1", True, True),
+        ("u1", False, True),
+        ("u1", True, False),
+        ("u2", True, False),
+    ]
+    u1 = [c.seq for c in changes if c.user_id == "u1"]
+    assert u1 == sorted(set(u1)) and u1[0] >= int(T0 * 1000)
+    assert [c.at for c in changes] == [T0, T0 + 1, T0 + 7, T0 + 20, T0 + 20]
