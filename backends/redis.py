@@ -161,7 +161,8 @@ class RedisBackend(PresenceBackend):
         self.events_base = self.config.events.stream.key or f"{self.prefix}:events"
         if "{" in self.events_base or "}" in self.events_base:
             raise ConfigError(self.config.source, "events.stream.key", "must not contain { or }")
-        self._maxlen = str(self.config.events.stream.maxlen)
+        # maxlen counts the entries of all the shards' streams together.
+        self._maxlen = str(-(-self.config.events.stream.maxlen // self.shards))
         pool = aioredis.BlockingConnectionPool.from_url(
             cfg.url,
             max_connections=cfg.pool_size,

@@ -131,7 +131,7 @@ class ApiConfig:
 class EventStreamConfig:
     enabled: bool = _opt(False, "append presence events to a Redis stream (Redis backend)")
     key: str = _opt("", 'stream key; "" = <presence.redis.key_prefix>:events (one per shard)')
-    maxlen: int = _opt(100_000, "entries kept per shard stream (approximate)", min=1)
+    maxlen: int = _opt(100_000, "entries kept, all shard streams together (approximate)", min=1)
 
 
 @dataclass(frozen=True)

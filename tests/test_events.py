@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from sanic_rt.config import load_config
-from sanic_rt.events import presence_event
+from sanic_rt.events import presence_event, signature
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence_model import Connection, Timings
 from sanic_rt.testing import config_from_dict, inline_plugin, running_app
@@ -18,6 +22,8 @@ from tests.conftest import base_config
 from tests.support.clients import eventually, make_token
 from tests.support.cluster import check_config
 from tests.support.webhooks import WEBHOOK_SECRET, Receiver
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def webhook(receiver: Receiver, **extra: object) -> dict[str, object]:
@@ -119,7 +125,31 @@ async def test_a_full_in_process_queue_drops_the_oldest_and_counts(clients):
         await receiver.stop()
 
 
-async def test_redis_stream_holds_the_changes_and_a_consumer_group_reads_it(redis_proc):
+def docs_function(name: str) -> Any:
+    """A function defined by one of docs/events.md's Python blocks."""
+    for block in re.findall(r"```python\n(.*?)```", (DOCS / "events.md").read_text(), re.S):
+        if f"def {name}(" in block:
+            scope: dict[str, Any] = {}
+            exec(block, scope)
+            return scope[name]
+    raise AssertionError(f"docs/events.md defines no {name}()")
+
+
+def test_the_docs_signature_check_accepts_ours_and_refuses_tampering_and_replays():
+    verify = docs_function("verify")
+    body = b'{"events":[]}'
+    now = int(time.time())
+    assert verify(WEBHOOK_SECRET, signature(WEBHOOK_SECRET, body, now), body)
+    assert not verify(WEBHOOK_SECRET, signature(WEBHOOK_SECRET, body, now), body + b" ")
+    assert not verify("another-secret", signature(WEBHOOK_SECRET, body, now), body)
+    assert not verify(WEBHOOK_SECRET, signature(WEBHOOK_SECRET, body, now - 3600), body)
+
+
+class _Enough(Exception):
+    pass
+
+
+async def test_redis_stream_holds_each_change_once_and_the_docs_consumer_reads_it(redis_proc):
     """The Lua script's events equal the Python ones, sharded, one per change."""
     url = f"redis://127.0.0.1:{redis_proc.port}/0"
     config = load_config(
@@ -136,10 +166,23 @@ async def test_redis_stream_holds_the_changes_and_a_consumer_group_reads_it(redi
     backend = host.backends()["redis"](config, Timings(ttl=10, offline_grace=1))
     keys = backend.event_stream_keys()
     assert keys == [f"sanic_rt:events:{{sanic_rt:{s}}}" for s in range(4)]
-    # A group created before the changes, as docs/events.md does it.
+    expected = 12 + 1 + 11  # user-0 went offline by going invisible: no second offline
+    consumed: list[tuple[dict, int]] = []
+
+    def handle(event: dict) -> None:
+        consumed.append((event, backend.shard(event["user_id"])))
+        if len(consumed) == expected:
+            raise _Enough
+
+    consumer = asyncio.create_task(
+        asyncio.to_thread(docs_function("consume"), url, handle, shards=4)
+    )
     r = aioredis.Redis.from_url(url)
-    for key in keys:
-        await r.xgroup_create(key, "app", id="$", mkstream=True)
+
+    async def groups_exist() -> bool:
+        return all([await r.exists(k) and await r.xinfo_groups(k) for k in keys])
+
+    await eventually(groups_exist)
     t0 = time.time()
     changes = []
     users = [f"user-{i}" for i in range(12)]
@@ -150,15 +193,16 @@ async def test_redis_stream_holds_the_changes_and_a_consumer_group_reads_it(redi
         changes += (await backend.disconnect(user, f"s{i}", t0 + 1)).changes
     changes += await backend.settle(users, t0 + 2.5)
     await backend.close()
-    assert len(changes) == 12 + 1 + 11  # user-0 went offline when invisible: no second one
-
-    read = await r.xreadgroup("app", "me", dict.fromkeys(keys, ">"), count=100)
-    stream_events = [json.loads(f[b"event"]) for _key, entries in read for _id, f in entries]
-    assert {e["id"]: e for e in stream_events} == {e["id"]: e for e in map(presence_event, changes)}
-    assert len(stream_events) == len(changes)
-    for key, entries in read:  # each user's events live in its shard's stream
-        shard = int(key.decode().rsplit(":", 1)[1].rstrip("}"))
-        assert {backend.shard(json.loads(f[b"event"])["user_id"]) for _i, f in entries} == {shard}
+    assert len(changes) == expected
+    with pytest.raises(_Enough):
+        await asyncio.wait_for(consumer, 20)
+    events = [e for e, _shard in consumed]
+    assert {e["id"]: e for e in events} == {e["id"]: e for e in map(presence_event, changes)}
+    assert len(events) == len(changes)
+    for key in keys:  # each user's events live in its shard's stream
+        shard = keys.index(key)
+        entries = await r.xrange(key)
+        assert all(backend.shard(json.loads(f[b"event"])["user_id"]) == shard for _i, f in entries)
     await r.aclose()
 
 
