@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from sanic_rt.config import ConfigError
+from sanic_rt.emitter import AsyncEmitter
+from sanic_rt.testing import config_from_dict
+from tests.conftest import base_config
 from tests.support.clients import eventually, make_token
 from tests.support.cluster import cluster_config, record_of, updates_for, wire_up
 from tests.support.procs import Proc, redis_process, server_process, write_toml
@@ -208,3 +212,48 @@ async def test_the_emitter_in_another_process_reaches_a_user_and_reads_presence(
     assert alice.events("note")[0] == {"text": "from a worker"}
     assert out["record"] == await record_of(node, "alice")
     assert out["online"] is True and out["count"] == 1 and out["nobody"] is False
+
+
+async def test_the_async_emitter_reaches_a_user_and_refuses_a_config_it_cannot_serve(
+    redis_server, receiver, nodes, clients
+):
+    config = node_config(redis_server, receiver, f"ev{next(_prefixes)}")
+    node = nodes(config)
+    alice = await clients(node.url, make_token("alice"))
+    emitter = AsyncEmitter(config_from_dict(config))
+    try:
+
+        async def reached() -> bool:
+            # The node subscribes to the bus in the background: emit until one lands.
+            await emitter.emit_to_users(["alice"], "/chats", "note", {"n": 1})
+            return bool(alice.events("note"))
+
+        await eventually(reached, 20, interval=0.2)
+        record = await emitter.presence.get("alice")
+        assert record.as_dict() == await record_of(node, "alice")
+        assert await emitter.presence.is_online("alice")
+        assert await emitter.presence.online_count() == 1
+        assert not (await emitter.presence.get_many(["nobody"]))["nobody"].online
+    finally:
+        await emitter.close()
+    with pytest.raises(ConfigError, match=r"cluster\.manager"):
+        AsyncEmitter(config_from_dict(base_config()))
+    with pytest.raises(ConfigError, match=r"presence\.backend"):
+        AsyncEmitter(config_from_dict(base_config(cluster={"manager": "redis"})))
+
+
+async def test_webhooks_recover_by_themselves_when_redis_comes_back_empty(
+    tmp_path, receiver, nodes, clients
+):
+    redis = redis_process(tmp_path).start()
+    try:
+        node = nodes(node_config(redis, receiver, f"ev{next(_prefixes)}"))
+        await clients(node.url, make_token("before"))
+        await eventually(lambda: "before" in receiver.by_user())
+        redis.kill()
+        redis.start()  # the same port, no persistence: streams and groups are gone
+        await clients(node.url, make_token("after"))
+        await eventually(lambda: "after" in receiver.by_user(), 20)
+        assert receiver.bad_signatures == 0
+    finally:
+        redis.stop()
