@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
 from .backend import PresenceBackend
 from .config import Config, ConfigError, WebhookConfig
 from .plugin_manager import PluginHost, await_me_maybe
@@ -192,8 +196,6 @@ class WebhookPoster:
 
     async def _post(self, body: bytes) -> tuple[str, Any]:
         """("ok" | "retry" | "rejected", seconds to wait at least, or the rejection)."""
-        import aiohttp
-
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {
@@ -254,7 +256,10 @@ class QueueWebhookSender:
             while self.queue:
                 n = min(len(self.queue), self.hook.batch_max)
                 batch = [self.queue.popleft() for _ in range(n)]
-                await self.poster.deliver(batch)
+                try:
+                    await self.poster.deliver(batch)
+                except Exception:  # a bug here must not stop every later delivery
+                    log.exception("webhook %s: %d events lost", self.poster.target, n)
 
 
 Entry = tuple[str, str, dict[str, Any]]  # (stream key, entry id, event)
@@ -271,8 +276,6 @@ class StreamWebhookSender:
     """
 
     def __init__(self, poster: WebhookPoster, config: Config, keys: list[str]) -> None:
-        import redis.asyncio as aioredis
-
         self.poster, self.hook, self.keys = poster, config.events.webhook, keys
         redis_cfg = config.presence.redis
         self.redis = aioredis.Redis.from_url(
@@ -294,11 +297,10 @@ class StreamWebhookSender:
         With Redis down the loop creates it later, from the streams' start:
         old events may then come again (receivers drop them by id or seq).
         """
-        from redis.exceptions import RedisError
-
         try:
             await self.ensure_groups("$")
             self._groups_ready = True
+            await self._forget_idle_consumers()
         except (RedisError, OSError, TimeoutError) as err:
             log.warning("presence event stream unavailable: %s: %s", type(err).__name__, err)
         self._task = asyncio.create_task(self._run())
@@ -313,8 +315,6 @@ class StreamWebhookSender:
 
     async def ensure_groups(self, start: str) -> None:
         """Create the group on every shard's stream (``start``: where a new group begins)."""
-        from redis.exceptions import ResponseError
-
         for key in self.keys:
             try:
                 await self.redis.xgroup_create(key, self.group, id=start, mkstream=True)
@@ -322,9 +322,15 @@ class StreamWebhookSender:
                 if "BUSYGROUP" not in str(err):
                     raise
 
-    async def _run(self) -> None:
-        from redis.exceptions import RedisError, ResponseError
+    async def _forget_idle_consumers(self) -> None:
+        """Drop consumers of earlier processes that hold nothing, so the group stays small."""
+        for key in self.keys:
+            for consumer in await self.redis.xinfo_consumers(key, self.group):
+                idle_s = consumer["idle"] / 1000
+                if consumer["pending"] == 0 and idle_s > self.hook.claim_after:
+                    await self.redis.xgroup_delconsumer(key, self.group, consumer["name"])
 
+    async def _run(self) -> None:
         while True:
             try:
                 if not self._groups_ready:
@@ -341,10 +347,11 @@ class StreamWebhookSender:
                 await self._pause(err)
             except (RedisError, OSError, TimeoutError) as err:
                 await self._pause(err)
+            except Exception:  # a bug here must not stop every later delivery
+                log.exception("presence event sender failed; retrying")
+                await asyncio.sleep(READ_RETRY_DELAY)
 
     async def _quietly(self, coro: Awaitable[Any]) -> None:
-        from redis.exceptions import RedisError
-
         try:
             await coro
         except (RedisError, OSError, TimeoutError) as err:
