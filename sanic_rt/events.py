@@ -38,7 +38,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .backend import PresenceBackend
 from .config import Config, ConfigError, WebhookConfig
-from .plugin_manager import PluginHost, await_me_maybe
+from .plugin_manager import FAILING_PLUGIN_ATTR, PerPlugin, PluginHost, await_me_maybe
 from .presence_model import PublicView
 
 log = logging.getLogger("sanic_rt.events")
@@ -449,22 +449,37 @@ class PresenceEvents:
 
     async def dispatch(self, changes: list[PublicView]) -> None:
         """Called once per announced change set; never raises."""
-        hooks = self.plugins.pm.hook.presence_changed.get_hookimpls()
-        if not hooks and self.queue is None:
+        hooked = bool(self.plugins.pm.hook.presence_changed.get_hookimpls())
+        if not hooked and self.queue is None:
             return
         for change in changes:
             event = presence_event(change)
             if self.queue is not None:
                 self.queue.put(event)
-            for impl in reversed(hooks):
-                await self._call_hook(impl, dict(event))  # a copy each: plugins may mutate it
+            if hooked:
+                await self._call_hooks(dict(event))  # a copy: plugins may change theirs
 
-    async def _call_hook(self, impl: Any, event: dict[str, Any]) -> None:
-        kwargs = {"event": event, "settings": self.plugins.settings_for(impl.plugin_name)}
+    async def _call_hooks(self, event: dict[str, Any]) -> None:
+        """Through pluggy (wrappers and ordering apply); each awaitable is awaited on its own.
+
+        A plugin's bug must never break presence: the change is already decided.
+        An implementation raising at once ends that call, as pluggy does; one
+        failing in its coroutine does not keep the others from theirs.
+        """
         try:
-            await await_me_maybe(
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            results = self.plugins.pm.hook.presence_changed(
+                event=event, settings=PerPlugin(self.plugins.settings_for)
             )
-        except Exception:
-            # A plugin's bug must never break presence: the change is already decided.
-            log.exception("plugin %r failed in presence_changed", impl.plugin_name)
+        except Exception as err:
+            _log_hook_failure(err)
+            return
+        for result in results:
+            try:
+                await await_me_maybe(result)
+            except Exception as err:
+                _log_hook_failure(err)
+
+
+def _log_hook_failure(err: Exception) -> None:
+    plugin = getattr(err, FAILING_PLUGIN_ATTR, "?")
+    log.error("plugin %r failed in presence_changed", plugin, exc_info=err)

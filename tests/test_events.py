@@ -43,7 +43,7 @@ async def test_hook_gets_each_change_once_and_a_raising_plugin_breaks_nothing(cl
     def record(event: dict) -> None:
         seen.append(event)
 
-    def broken(event: dict) -> None:
+    async def broken(event: dict) -> None:
         raise RuntimeError("plugin bug")
 
     plugins = [
