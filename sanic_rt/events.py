@@ -364,7 +364,8 @@ class StreamWebhookSender:
         await asyncio.sleep(READ_RETRY_DELAY)
 
     async def _read(self) -> list[Entry]:
-        reply = await self.redis.xreadgroup(
+        # redis-py types the reply loosely: [[key, [(entry id, {field: value})]]] in bytes.
+        reply: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             dict.fromkeys(self.keys, ">"),
@@ -394,7 +395,7 @@ class StreamWebhookSender:
         return found
 
     async def _deliver(self, batch: list[Entry]) -> None:
-        by_key: dict[str, list[str]] = {}
+        by_key: dict[str, list[Any]] = {}
         for key, entry_id, _event in batch:
             by_key.setdefault(key, []).append(entry_id)
         held_since = time.monotonic()
