@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from . import backends, bus, report, sockets
+from . import events as events_bench
 from .procs import Proc, cores, free_port, memcached_proc, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "bus")
+SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "bus", "events")
 STORM_SIZES = (1000, 5000)
 PING_CLIENTS = (500, 2000)
 FANOUT_SUBSCRIBERS = 1000
@@ -235,6 +236,30 @@ class Bench:
             return {"skipped": "needs redis-server"}
         messages = scaled(CROSS_NODE_MESSAGES, self.scale)
         return bus.run(self.ctx, self.redis.port, messages, scaled(BUS_FLOOD, self.scale, 2000))
+
+    def events(self) -> dict[str, Any]:
+        """Presence transitions/s with webhooks off and on (the receiver on the load core)."""
+        port = free_port()
+        receiver = Proc(
+            "webhook-receiver",
+            [sys.executable, "-m", "bench.events", str(port)],
+            self.ctx.workdir,
+            self.ctx.load_cpus,
+            port=port,
+            env={**os.environ, "PYTHONPATH": str(BENCH_DIR.parent)},
+        )
+        previous = os.sched_getaffinity(0)
+        try:
+            receiver.start()
+            os.sched_setaffinity(0, self.ctx.server_cpus)
+            _flush_redis(self.redis.port if self.redis else None)
+            seconds = max(0.5, 3 * self.scale)
+            return _run_async(
+                events_bench.run(seconds, self.redis.port if self.redis else None, port)
+            )
+        finally:
+            os.sched_setaffinity(0, previous)
+            receiver.stop()
 
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine()

@@ -315,6 +315,30 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 )
             )
     out += _bus_markdown(results.get("bus"))
+    ev = results.get("events")
+    if ev:
+        out.append(
+            "## (8) Presence events: transitions/s with webhooks off and on\n\nconnect+"
+            "disconnect pairs of new users at concurrency 64, no offline grace (2 changes "
+            "each), in-process; with webhooks on, every change is POSTed to a receiver in "
+            "another process. drain: time after the load until the receiver had them all.\n"
+        )
+        rows = [
+            [
+                name,
+                r["transitions_per_s"],
+                r.get("drain_s"),
+                r.get("delivered_per_s"),
+                r["lag_p99_ms"],
+            ]
+            for name, r in ev.items()
+        ]
+        out.append(
+            _table(
+                ["backend, webhooks", "transitions/s", "drain s", "delivered/s", "lag p99 ms"],
+                rows,
+            )
+        )
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]

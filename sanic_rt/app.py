@@ -19,6 +19,7 @@ from sanic import Sanic
 from . import http_api
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
+from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
 from .namespace import BaseNamespace
@@ -223,7 +224,15 @@ def create_app(
         verifier=TokenVerifier(config),
         plugins=plugins,
     )
-    presence.publisher = gateway.publish_presence
+    events = PresenceEvents(config, backend, plugins)
+
+    async def publish(changes: list[Any]) -> None:
+        try:
+            await gateway.publish_presence(changes)
+        finally:  # the events go out even when the bus could not take the change
+            await events.dispatch(changes)
+
+    presence.publisher = publish
     presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
@@ -237,6 +246,7 @@ def create_app(
     app.config.TOUCHUP = False
     app.ctx.config = config
     app.ctx.gateway = gateway
+    app.ctx.events = events
     http_api.install(app, keys, config.production)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
@@ -244,6 +254,7 @@ def create_app(
     @app.before_server_start
     async def start_services(app: Sanic) -> None:
         await presence.start()
+        await events.start()
         if not sio.manager_initialized:
             # python-socketio subscribes to the cluster channel on the first
             # client's connect; until then emits from other nodes miss us.
@@ -256,6 +267,7 @@ def create_app(
     async def stop_services(app: Sanic) -> None:
         await plugins.notify("shutdown", app=app)
         await presence.close()
+        await events.close()
 
     app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
     return app

@@ -151,6 +151,38 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class EventStreamConfig:
+    enabled: bool = _opt(False, "append presence events to a Redis stream (Redis backend)")
+    key: str = _opt("", 'stream key; "" = <presence.redis.key_prefix>:events (one per shard)')
+    maxlen: int = _opt(100_000, "entries kept, all shard streams together (approximate)", min=1)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = _opt("", 'POST presence events here (http or https); "" = off')
+    secret: str = _opt("", "HMAC-SHA256 signing secret")
+    secret_file: str = _opt("", "file holding the signing secret")
+    timeout: float = _opt(5.0, "seconds one POST may take", min=0.1, max=600)
+    max_attempts: int = _opt(10, "attempts per batch before it is dropped", min=1)
+    batch_max: int = _opt(100, "events per POST", min=1, max=10_000)
+    retry_backoff: float = _opt(1.0, "first retry delay, s (doubles, with jitter)", min=0.001)
+    retry_backoff_max: float = _opt(60.0, "longest retry delay, s", min=0.001)
+    claim_after: float = _opt(30.0, "idle s before another node takes over a batch", min=0.1)
+    group: str = _opt("sanic-rt-webhook", "consumer group of the senders (Redis backend)")
+    queue_max: int = _opt(10_000, "in-process queue cap (memory, memcached)", min=1)
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    stream: EventStreamConfig = field(default_factory=EventStreamConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def stream_enabled(self) -> bool:
+        """A webhook always reads the stream when there is one (the Redis backend)."""
+        return self.stream.enabled or bool(self.webhook.url)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -159,6 +191,7 @@ class Config:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     source: str = "<defaults>"
 
     @property
