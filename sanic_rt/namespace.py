@@ -25,10 +25,11 @@ import socketio
 from .auth import AuthenticatedUser, AuthError, device_from_handshake, token_from_handshake
 from .backend import BackendUnavailable
 from .envelope import AckError, Reply, error, ok
-from .gateway import user_room
+from .gateway import presence_room, user_room
 from .presence import TooManyConnections
 from .presence_model import STATUSES
 from .ratelimit import TokenBucket, event_cost
+from .recovery import Recovery, Session, restorable_rooms
 from .tasks import BackgroundTasks
 from .validation import Choice, Id, IdList, validate
 
@@ -112,7 +113,7 @@ class BaseNamespace(socketio.AsyncNamespace):
             sid, environ = args[0], args[1]
             return await self._connect(sid, environ, args[2] if len(args) > 2 else None)
         if event == "disconnect":
-            return await self._disconnect(args[0])
+            return await self._disconnect(args[0], args[1] if len(args) > 1 else None)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         state = self._conns.get(sid)
@@ -156,6 +157,8 @@ class BaseNamespace(socketio.AsyncNamespace):
                 with contextlib.suppress(Exception):
                     await self.presence.disconnect(state.user.user_id, sid)
             self.presence.forget_local(sid)
+            if self.server.recovery is not None:
+                self.server.recovery.forget(sid)
             return self._refuse("internal", "internal error; try again")
 
     async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
@@ -184,8 +187,11 @@ class BaseNamespace(socketio.AsyncNamespace):
         bucket = TokenBucket(server.events_per_second, server.events_burst)
         state = ConnState(user, bucket, gw.budgets.acquire(user_id))
         self._conns[sid] = state
+        session = await self._claim_session(sid, user_id, auth)
         await self.enter_room(sid, user_room(user_id))
         gw.subscriptions.follow(self.namespace, sid, user_id, follows - {user_id})
+        if session is not None:
+            await self._restore_session(sid, state, session)
         self._schedule_expiry(sid, state)
         await gw.plugins.notify("user_connected", user=user, namespace=self.namespace, sid=sid)
         return True
@@ -197,11 +203,12 @@ class BaseNamespace(socketio.AsyncNamespace):
             message, {"code": code, "message": message}
         )
 
-    async def _disconnect(self, sid: str) -> None:
+    async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         state = self._conns.pop(sid, None)
         if state is None:
             return
         state.expires_at = None
+        await self._keep_session(sid, state, reason)
         self.gateway.subscriptions.drop(self.namespace, sid)
         self.gateway.budgets.release(state.user.user_id)
         try:
@@ -211,6 +218,47 @@ class BaseNamespace(socketio.AsyncNamespace):
         await self.gateway.plugins.notify(
             "user_disconnected", user=state.user, namespace=self.namespace, sid=sid
         )
+
+    # --- connection state recovery (sanic_rt/recovery.py) ------------------------
+
+    async def _claim_session(self, sid: str, user_id: str, auth: Any) -> Session | None:
+        """Opt a connection that asks for it in; its earlier session if it can have it back.
+
+        Runs after the token was verified: recovery never skips auth.
+        """
+        recovery: Recovery | None = self.server.recovery
+        if recovery is None or not isinstance(auth, dict) or auth.get("recover") is not True:
+            return None
+        session = await recovery.claim(sid, user_id, self.namespace, auth)
+        if session is None:
+            recovery.opt_in(sid)
+        return session
+
+    async def _restore_session(self, sid: str, state: ConnState, session: Session) -> None:
+        # Presence rooms come back through the subscriptions and the new token's follows.
+        for room in session.rooms:
+            if not room.startswith(presence_room("")):
+                await self.enter_room(sid, room)
+        await self._resubscribe(sid, state, session.subscriptions)
+        await self.server.recovery.catch_up(sid, session)
+
+    async def _resubscribe(self, sid: str, state: ConnState, user_ids: list[str]) -> None:
+        """A recovered session's subscriptions, within today's caps and policy."""
+        index, user_id = self.gateway.subscriptions, state.user.user_id
+        presence = self.gateway.config.presence
+        room = presence.max_subscriptions_per_user - index.count_for_user(user_id)
+        wanted = user_ids[: max(0, min(presence.max_subscriptions, room))]
+        allowed, _forbidden = await self._readable(sid, wanted)
+        index.subscribe(self.namespace, sid, user_id, allowed)
+
+    async def _keep_session(self, sid: str, state: ConnState, reason: str | None) -> None:
+        recovery = self.server.recovery
+        if recovery is None or recovery.pid_of(sid) is None:
+            return
+        rooms = restorable_rooms(self.rooms(sid), sid)
+        subscriptions = sorted(self.gateway.subscriptions.explicit(self.namespace, sid))
+        session = Session(state.user.user_id, self.namespace, sid, rooms, subscriptions)
+        await recovery.persist(sid, session, reason)
 
     # --- token expiry ----------------------------------------------------------
 
