@@ -255,8 +255,12 @@ class BaseNamespace(socketio.AsyncNamespace):
         recovery = self.server.recovery
         if recovery is None or recovery.pid_of(sid) is None:
             return
-        rooms = restorable_rooms(self.rooms(sid), sid)
-        subscriptions = sorted(self.gateway.subscriptions.explicit(self.namespace, sid))
+        index = self.gateway.subscriptions
+        # Presence rooms live in the subscription index, not in rooms(sid); the
+        # session lists them so that missed presence updates are matched to it.
+        watched = sorted(index.watched(self.namespace, sid))
+        rooms = restorable_rooms(self.rooms(sid), sid) + [presence_room(u) for u in watched]
+        subscriptions = sorted(index.explicit(self.namespace, sid))
         session = Session(state.user.user_id, self.namespace, sid, rooms, subscriptions)
         await recovery.persist(sid, session, reason)
 

@@ -42,6 +42,11 @@ class PresenceSubscriptions:
         """The ids this connection subscribed to with ``presence:subscribe``."""
         return frozenset(self._explicit.get((namespace, sid), _NONE))
 
+    def watched(self, namespace: str, sid: str) -> frozenset[str]:
+        """Every id this connection gets presence updates of: subscriptions and follows."""
+        key = (namespace, sid)
+        return self._follows.get(key, _NONE) | self._explicit.get(key, _NONE)
+
     def count_for_user(self, user_id: str) -> int:
         """Explicit subscriptions of ``user_id`` across its connections on this node."""
         return self._per_user.get(user_id, 0)
