@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from sanic import Sanic
 
-from . import http_api
+from . import http_api, operations
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
 from .gateway import Gateway
@@ -111,6 +111,27 @@ def api_keys(config: Config) -> list[str]:
     return keys
 
 
+def origin_policy(allowed: list[str]) -> Any:
+    """python-engineio's ``cors_allowed_origins`` for our list.
+
+    [] is same-origin only and ["*"] any. With a list, the server's own origin is
+    allowed too: the pages it serves itself (the dashboard) must reach their feed.
+    """
+    if not allowed:
+        return None
+    if "*" in allowed:
+        return "*"
+    listed = frozenset(allowed)
+
+    def allow(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin in listed:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin == f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+
+    return allow
+
+
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
     if config.cluster.manager == "redis":
         url = config.cluster.url or config.presence.redis.url
@@ -160,7 +181,7 @@ def create_app(
     sio = GatewayServer(
         async_mode="asgi",
         client_manager=_make_manager(config),
-        cors_allowed_origins=list(server.cors_allowed_origins) or None,
+        cors_allowed_origins=origin_policy(server.cors_allowed_origins),
         transports=list(server.transports),
         ping_interval=server.ping_interval,
         ping_timeout=server.ping_timeout,
@@ -187,6 +208,9 @@ def create_app(
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(namespace_class(path, gateway, plugins.settings.get(plugin_name)))
     gateway.namespaces = list(namespaces)
+    dashboard = operations.dashboard_namespace(config, gateway, keys)
+    if dashboard is not None:
+        sio.register_namespace(dashboard)
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
     app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
@@ -198,6 +222,7 @@ def create_app(
     http_api.install(app, keys, config.production)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
+    operations.install(app, config, keys, gateway)
 
     @app.before_server_start
     async def start_services(app: Sanic) -> None:

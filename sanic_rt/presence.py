@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from . import metrics
 from .backend import BackendUnavailable, PresenceBackend, PresenceStats, TouchResult
 from .config import PresenceConfig
 from .presence_model import STATUSES, Connection, PresenceRecord, PublicView
@@ -165,11 +166,14 @@ class Presence:
     # --- the backend boundary ----------------------------------------------------
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
+        started = metrics.now()
         try:
             result = await coro
         except BackendUnavailable as err:
+            metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=True)
             self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
             raise
+        metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=False)
         return result
 
     async def _publish(self, changes: list[PublicView]) -> None:
