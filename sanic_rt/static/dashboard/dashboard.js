@@ -77,11 +77,12 @@ async function lookUp(userId) {
   const record = await api("GET", `/api/v1/presence/${encodeURIComponent(userId)}`);
   text("detail-user", record.user_id);
   text("detail-status", record.online ? record.status : "offline");
-  text("detail-last-seen", record.last_seen ? new Date(record.last_seen * 1000).toISOString() : "never");
+  const lastSeen = record.last_seen ? new Date(record.last_seen * 1000).toISOString() : "never";
+  text("detail-last-seen", record.online ? "now" : lastSeen);
   text("detail-namespaces", record.namespaces.join(", ") || "-");
   text("detail-devices", record.devices.join(", ") || "-");
   text("detail-connections", record.connections);
-  text("disconnect-result", "");
+  if ($("user-detail").dataset.user !== record.user_id) text("disconnect-result", "");
   $("disconnect-button").onclick = () => disconnectUser(record.user_id).catch(showError);
   $("user-detail").hidden = false;
   $("user-detail").dataset.user = record.user_id;
