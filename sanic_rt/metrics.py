@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -160,12 +161,62 @@ class Series:
         )
 
 
+class PendingCount:
+    """A counter child's increments, kept as a plain int until the next flush."""
+
+    __slots__ = ("child", "count")
+
+    def __init__(self, child: Any) -> None:
+        self.child, self.count = child, 0
+
+    def flush(self) -> None:
+        if self.count:
+            self.child.inc(self.count)
+            self.count = 0
+
+
+class PendingHistogram:
+    """A histogram child's observations, bucketed locally until the next flush.
+
+    prometheus-client takes a lock per bucket and per sum on every ``observe``
+    (and in multiprocess mode writes an mmap each time); on the event path that
+    was most of the metrics cost. The flush adds our counts into the child's
+    ``_buckets``/``_sum`` values: prometheus-client internals (``Histogram``
+    in prometheus_client/metrics.py, stable since 0.4; pinned below 1.0, and
+    tests/test_metrics.py fails if the counts stop arriving).
+    """
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # The first bucket whose bound is >= seconds, as Histogram.observe picks it.
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        for i, n in enumerate(counts):
+            if n:
+                self.child._buckets[i].inc(n)
+                counts[i] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
 class _EventSeries:
     __slots__ = ("duration", "event", "results")
 
-    def __init__(self, event: str, duration: Any) -> None:
+    def __init__(self, event: str, duration: PendingHistogram) -> None:
         self.event, self.duration = event, duration
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, PendingCount] = {}
 
 
 class Recorder:
@@ -175,8 +226,19 @@ class Recorder:
         self.s = series
         self._events: dict[tuple[str, str], _EventSeries] = {}
         self._connections: dict[str, Any] = {}
-        self._backend: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._backend: dict[tuple[str, str], tuple[PendingHistogram, Any]] = {}
         self._routes: dict[str, str] = {}
+        #: every local accumulator, flushed into prometheus-client by :meth:`flush`
+        self._pending: list[PendingCount | PendingHistogram] = []
+
+    def _track(self, pending: Any) -> Any:
+        self._pending.append(pending)
+        return pending
+
+    def flush(self) -> None:
+        """Move the locally kept counts into the series (before a scrape, and every second)."""
+        for pending in self._pending:
+            pending.flush()
 
     def event(
         self,
@@ -192,8 +254,9 @@ class Recorder:
         result = _result_of(reply)
         counter = series.results.get(result)
         if counter is None:
-            counter = series.results[result] = self.s.events.labels(namespace, series.event, result)
-        counter.inc()
+            child = self.s.events.labels(namespace, series.event, result)
+            counter = series.results[result] = self._track(PendingCount(child))
+        counter.count += 1
         series.duration.observe(seconds)
         if result == "rate_limited":
             self.s.rate_limited.labels(namespace).inc()
@@ -206,7 +269,7 @@ class Recorder:
         name = event if is_known(namespace, event) else UNKNOWN_EVENT
         series = self._events.get((namespace, name))
         if series is None:
-            duration = self.s.event_duration.labels(namespace, name)
+            duration = self._track(PendingHistogram(self.s.event_duration.labels(namespace, name)))
             series = self._events[(namespace, name)] = _EventSeries(name, duration)
         return series
 
@@ -236,7 +299,7 @@ class Recorder:
         children = self._backend.get(key)
         if children is None:
             children = self._backend[key] = (
-                self.s.backend_duration.labels(backend, op),
+                self._track(PendingHistogram(self.s.backend_duration.labels(backend, op))),
                 self.s.backend_errors.labels(backend, op),
             )
         children[0].observe(seconds)
@@ -348,13 +411,19 @@ def observe_loop_lag(seconds: float) -> None:
 # --- exposition --------------------------------------------------------------------------
 
 
+def flush() -> None:
+    """Publish this process's locally kept counts (call on the event loop's thread)."""
+    if recorder is not None:
+        recorder.flush()
+
+
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every series (summed over workers in multiprocess mode)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     path = multiprocess_dir()
     if path is None:
-        registry = enable().s.registry
+        registry = (recorder or enable()).s.registry
     else:
         registry = _multiprocess_registry(path)
     return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -405,6 +474,7 @@ async def sample_loop_lag(interval: float = LOOP_LAG_INTERVAL) -> None:
         started = loop.time()
         await asyncio.sleep(interval)
         observe_loop_lag(max(0.0, loop.time() - started - interval))
+        flush()  # other workers' counts reach a scrape within a second
 
 
 async def refresh_online_users(stats: Callable[[], Any], interval: float) -> None:

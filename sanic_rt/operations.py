@@ -62,6 +62,7 @@ def _install_metrics(app: Sanic, config: Config, keys: list[bytes], gateway: Gat
     async def scrape(request: Request) -> HTTPResponse:
         if production and not bearer_key_matches(request, keys):
             return unauthorized()
+        metrics.flush()
         body, content_type = await asyncio.to_thread(metrics.exposition)
         return raw(body, content_type=content_type)
 
