@@ -119,15 +119,19 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
     return envelope({"connections": count})
 
 
-def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
-    """Whether the request carries ``Authorization: Bearer <one of keys>``."""
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    presented = given.strip().encode()
+def key_matches(presented: bytes, keys: list[bytes]) -> bool:
+    """Whether ``presented`` is one of ``keys``."""
     # Compare against every key so that timing says nothing about which matched.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(presented, key)
-    return scheme.lower() == "bearer" and matched
+    return matched
+
+
+def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
+    """Whether the request carries ``Authorization: Bearer <one of keys>``."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and key_matches(given.strip().encode(), keys)
 
 
 def unauthorized() -> HTTPResponse:

@@ -25,7 +25,7 @@ from sanic.response import HTTPResponse, html, raw
 from . import metrics
 from .config import Config, ConfigError
 from .gateway import Gateway
-from .http_api import bearer_key_matches, unauthorized
+from .http_api import bearer_key_matches, key_matches, unauthorized
 from .presence_model import PublicView
 from .tasks import BackgroundTasks
 
@@ -123,11 +123,7 @@ class DashboardNamespace(socketio.AsyncNamespace):
             )
 
     def _key_matches(self, given: Any) -> bool:
-        presented = given.encode() if isinstance(given, str) else b""
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(presented, key)
-        return matched
+        return key_matches(given.encode() if isinstance(given, str) else b"", self.keys)
 
     def announce(self, changes: list[PublicView]) -> None:
         if changes:
