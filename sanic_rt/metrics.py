@@ -343,7 +343,7 @@ def enable() -> Recorder:
     if recorder is None:
         from prometheus_client import disable_created_metrics
 
-        disable_created_metrics()  # a *_created twin of every counter doubles the scrape
+        disable_created_metrics()  # type: ignore[no-untyped-call] # a *_created twin of every counter doubles the scrape
         _series = Series()
         recorder = Recorder(_series)
     return recorder
@@ -434,7 +434,7 @@ def _multiprocess_registry(path: str) -> Any:
 
     _forget_dead_workers(path)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     # These two describe the worker that answers the scrape (docs/operations.md).
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
@@ -451,7 +451,7 @@ def _forget_dead_workers(path: str) -> None:
     for name in os.listdir(path):
         match = _LIVE_FILE.match(name)
         if match and not _pid_alive(int(match.group(1))):
-            multiprocess.mark_process_dead(int(match.group(1)), path)
+            multiprocess.mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
 def _pid_alive(pid: int) -> bool:

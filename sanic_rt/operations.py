@@ -20,7 +20,7 @@ from typing import Any
 
 import socketio
 from sanic import Request, Sanic
-from sanic.response import HTTPResponse, html, raw
+from sanic.response import BaseHTTPResponse, HTTPResponse, html, raw
 
 from . import metrics
 from .config import Config, ConfigError
@@ -38,7 +38,7 @@ DASHBOARD_NAMESPACE = "/dashboard"
 MIN_ADMIN_PASSWORD = 12
 
 
-def install(app: Sanic, config: Config, keys: list[str], gateway: Gateway) -> None:
+def install(app: Sanic[Any, Any], config: Config, keys: list[str], gateway: Gateway) -> None:
     """Add the metrics, dashboard and admin routes that ``config`` turns on."""
     secrets = [k.encode() for k in keys]
     if config.metrics.enabled:
@@ -55,7 +55,9 @@ def install(app: Sanic, config: Config, keys: list[str], gateway: Gateway) -> No
 # --- metrics -------------------------------------------------------------------------------
 
 
-def _install_metrics(app: Sanic, config: Config, keys: list[bytes], gateway: Gateway) -> None:
+def _install_metrics(
+    app: Sanic[Any, Any], config: Config, keys: list[bytes], gateway: Gateway
+) -> None:
     production = config.production
     samplers = BackgroundTasks()
 
@@ -68,26 +70,27 @@ def _install_metrics(app: Sanic, config: Config, keys: list[bytes], gateway: Gat
 
     app.add_route(scrape, config.metrics.path, methods=["GET"], name="sanic_rt_metrics")
 
-    @app.on_response
-    async def count_request(request: Request, response: HTTPResponse) -> None:
+    async def count_request(request: Request, response: BaseHTTPResponse) -> None:
         route = request.route
         metrics.http_request(route.path if route is not None else None, response.status)
 
+    app.register_middleware(count_request, "response")
+
     @app.before_server_start
-    async def start_samplers(app: Sanic) -> None:
+    async def start_samplers(app: Sanic[Any, Any]) -> None:
         samplers.spawn(metrics.sample_loop_lag())
         stats = gateway.presence.stats
         samplers.spawn(metrics.refresh_online_users(stats, config.metrics.stats_interval))
 
     @app.after_server_stop
-    async def stop_samplers(app: Sanic) -> None:
+    async def stop_samplers(app: Sanic[Any, Any]) -> None:
         await samplers.cancel_all()
 
 
 # --- the presence dashboard ------------------------------------------------------------------
 
 
-def _install_dashboard(app: Sanic, config: Config) -> None:
+def _install_dashboard(app: Sanic[Any, Any], config: Config) -> None:
     path = "/" + config.dashboard.path.strip("/")
     template = (STATIC_DIR / "dashboard" / "index.html").read_text(encoding="utf-8")
     page = template.replace("{{assets}}", path + "/assets")
@@ -163,7 +166,7 @@ def admin_password(config: Config) -> str:
     return password
 
 
-def _install_admin(app: Sanic, config: Config, gateway: Gateway) -> None:
+def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
     username = config.admin.username.encode()
     password = admin_password(config).encode()
 

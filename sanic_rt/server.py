@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from . import __version__, metrics
+from . import metrics
 from .app import create_app
 from .config import Config, _mask_url, load_config
 from .logs import configure_logging, with_access_log
@@ -140,6 +140,8 @@ def serve(config: Config, config_path: str | None) -> None:
 
 def startup_summary(config: Config, app: Any) -> str:
     """One line saying what runs: version, mode, URL, workers, storage, bus, plugins, paths."""
+    from . import __version__  # here: sanic_rt/__init__ imports this module (via testing)
+
     server, cluster = config.server, config.cluster
     plugins = app.ctx.gateway.plugins.infos.values()
     bus = f"{cluster.manager} {_mask_url(cluster.url or config.presence.redis.url)}"
