@@ -203,10 +203,6 @@ def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
     return scheme.lower() == "bearer" and key_matches(given.strip().encode(), keys)
 
 
-def unauthorized() -> HTTPResponse:
-    return json(error("unauthorized", "missing or wrong API key"), 401)
-
-
 def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None:
     """Add the core routes, the API-key check and the envelope error handlers."""
     app.blueprint(core)
@@ -226,7 +222,7 @@ def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None
                 return json(error("not_found", "not found"), 404)
             return None
         if not bearer_key_matches(request, keys):
-            return unauthorized()
+            return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
 
     app.ctx.check_api_key = check_api_key  # for require_api_key

@@ -25,7 +25,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, html, raw
 from . import metrics
 from .config import Config, ConfigError
 from .gateway import Gateway
-from .http_api import bearer_key_matches, key_matches, unauthorized
+from .http_api import key_matches, require_api_key
 from .presence_model import PublicView
 from .tasks import BackgroundTasks
 
@@ -40,10 +40,9 @@ MIN_ADMIN_PASSWORD = 12
 
 def install(app: Sanic[Any, Any], config: Config, keys: list[str], gateway: Gateway) -> None:
     """Add the metrics, dashboard and admin routes that ``config`` turns on."""
-    secrets = [k.encode() for k in keys]
     if config.metrics.enabled:
         metrics.enable()
-        _install_metrics(app, config, secrets, gateway)
+        _install_metrics(app, config, gateway)
     else:
         metrics.disable()
     if config.dashboard.enabled:
@@ -55,20 +54,17 @@ def install(app: Sanic[Any, Any], config: Config, keys: list[str], gateway: Gate
 # --- metrics -------------------------------------------------------------------------------
 
 
-def _install_metrics(
-    app: Sanic[Any, Any], config: Config, keys: list[bytes], gateway: Gateway
-) -> None:
-    production = config.production
+def _install_metrics(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
     samplers = BackgroundTasks()
 
     async def scrape(request: Request) -> HTTPResponse:
-        if production and not bearer_key_matches(request, keys):
-            return unauthorized()
         metrics.flush()
         body, content_type = await asyncio.to_thread(metrics.exposition)
         return raw(body, content_type=content_type)
 
-    app.add_route(scrape, config.metrics.path, methods=["GET"], name="sanic_rt_metrics")
+    # Production: the /api/ key check (401 without a key; 404 with no keys configured).
+    handler = require_api_key(scrape) if config.production else scrape
+    app.add_route(handler, config.metrics.path, methods=["GET"], name="sanic_rt_metrics")
 
     async def count_request(request: Request, response: BaseHTTPResponse) -> None:
         route = request.route
