@@ -217,6 +217,9 @@ def create_app(
     # TouchUp recompiles Sanic methods from source and fails when several apps
     # share a process (tests); it only trims unused signal dispatch.
     app.config.TOUCHUP = False
+    # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
+    # drown our one start-up summary (server.startup_summary).
+    app.config.MOTD = False
     app.ctx.config = config
     app.ctx.gateway = gateway
     http_api.install(app, keys, config.production)

@@ -6,6 +6,7 @@ its own app from the same config (passed through the environment).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from . import metrics
 from .app import create_app
-from .config import Config, _mask_url, load_config
+from .config import Config, _mask_url, load_config, masked
 from .logs import configure_logging, with_access_log
 
 log = logging.getLogger("sanic_rt")
@@ -122,6 +123,7 @@ def serve(config: Config, config_path: str | None) -> None:
     # exit 2 from the parent, before any worker is forked.
     app = create_app(config)
     log.info(startup_summary(config, app), extra={"path": config.source})
+    log.debug("effective config (secrets masked): %s", json.dumps(masked(config)))
     if config.server.workers > 1:
         if config_path:
             os.environ[CONFIG_PATH_ENV] = os.path.abspath(config_path)

@@ -15,7 +15,7 @@ from sanic_rt.app import create_app
 from sanic_rt.server import startup_summary
 from sanic_rt.testing import config_from_dict
 from tests.conftest import base_config
-from tests.support.clients import Client, eventually, http, make_token
+from tests.support.clients import SECRET, Client, eventually, http, make_token
 
 SUMMARY = "started; mode="
 
@@ -29,6 +29,7 @@ async def test_no_per_connection_lines_by_default_and_one_summary(start_server):
     log = server.log()
     assert "WebSocket" not in log and "connection open" not in log, log
     assert "sanic_rt.access" not in log
+    assert "Build Fast" not in log and "sanic.root" not in log  # no Sanic banner
     (summary,) = [line for line in log.splitlines() if SUMMARY in line]
     for part in (
         f"sanic-rt {__version__} started",
@@ -75,7 +76,8 @@ async def test_json_lines_and_an_access_log_without_tokens(start_server):
 
 async def test_log_level_flag(start_server):
     server = start_server(base_config(), extra_args=["--log-level", "debug"])
-    await eventually(lambda: " DEBUG " in server.log())
+    await eventually(lambda: " DEBUG sanic_rt: effective config (secrets masked)" in server.log())
+    assert SECRET not in server.log()
     quiet = start_server(base_config(), extra_args=["--log-level", "WARNING"])
     quiet.stop()
     assert " INFO " not in quiet.log()
