@@ -188,3 +188,28 @@ async def test_workers_sum_into_one_scrape_and_the_directory_is_removed(
     assert len(re.findall(r"sanic-rt \S+ started; mode=dev;.*workers=2", server.log())) == 1
     assert server.stop() == 0
     assert not list(tmp_path.glob("sanic-rt-metrics-*"))
+
+
+async def test_backend_outage_counts_errors_and_unavailable_acks(redis_proc, start_server):
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    server = start_server(base_config(presence={"backend": "redis", "redis": {"url": url}}))
+    client = await Client().connect(server.url, make_token("otto"))
+    try:
+        redis_proc.kill()
+
+        async def unavailable() -> bool:
+            ack = await client.call("ping", {})
+            return not ack["ok"] and ack["error"]["code"] == "unavailable"
+
+        await eventually(unavailable)
+        text = await scrape(server.url)
+        errors = [
+            s.value
+            for s in samples(text)
+            if s.name == "sanic_rt_backend_errors_total" and s.labels["backend"] == "redis"
+        ]
+        assert sum(errors) >= 1
+        failed = {"namespace": "/chats", "event": "ping", "result": "unavailable"}
+        assert value(text, "sanic_rt_events_total", **failed) >= 1
+    finally:
+        await client.close()
