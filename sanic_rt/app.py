@@ -174,6 +174,7 @@ def create_app(
     )
     backend = backends[name](config, timings)
     check_deployment(config, backend.shared)
+    operations.check_config(config)
     keys = api_keys(config)
     server = config.server
     quiet_socketio_logs()

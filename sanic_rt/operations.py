@@ -38,6 +38,29 @@ DASHBOARD_NAMESPACE = "/dashboard"
 MIN_ADMIN_PASSWORD = 12
 
 
+RESERVED_PREFIXES = ("/api/", "/socket.io", ADMIN_UI_PATH)
+
+
+def check_config(config: Config) -> None:
+    """Raise :class:`ConfigError` for bad ``[metrics]``, ``[dashboard]`` or ``[admin]`` keys."""
+    _check_paths(config)
+    if config.admin.enabled:
+        admin_password(config)
+
+
+def _check_paths(config: Config) -> None:
+    # Absolute, distinct, and not under a prefix something else serves.
+    paths = {"metrics.path": config.metrics.path, "dashboard.path": config.dashboard.path}
+    for key, path in paths.items():
+        bad = not path.startswith("/") or path.rstrip("/") == "" or "<" in path
+        if bad or any(path.startswith(p) for p in RESERVED_PREFIXES):
+            raise ConfigError(
+                config.source, key, "a path like /name, not under /api/, /socket.io or /admin-ui"
+            )
+    if config.metrics.path.rstrip("/") == config.dashboard.path.rstrip("/"):
+        raise ConfigError(config.source, "dashboard.path", "the same as metrics.path")
+
+
 def install(app: Sanic[Any, Any], config: Config, keys: list[str], gateway: Gateway) -> None:
     """Add the metrics, dashboard and admin routes that ``config`` turns on."""
     if config.metrics.enabled:

@@ -213,3 +213,29 @@ async def test_backend_outage_counts_errors_and_unavailable_acks(redis_proc, sta
         assert value(text, "sanic_rt_events_total", **failed) >= 1
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"metrics": {"path": "metrics"}}, "metrics.path"),
+        ({"metrics": {"path": "/api/metrics"}}, "metrics.path"),
+        ({"dashboard": {"path": "/socket.io/x"}}, "dashboard.path"),
+        ({"dashboard": {"path": "/metrics"}}, "dashboard.path"),
+    ],
+)
+def test_bad_paths_exit_2_naming_the_key(tmp_path, section, key):
+    import subprocess
+    import sys
+
+    from tests.support.procs import write_toml
+
+    path = write_toml(tmp_path / "bad.toml", base_config(**section))
+    result = subprocess.run(
+        [sys.executable, "-m", "sanic_rt", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and key in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
