@@ -27,11 +27,16 @@ from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sanic_rt.backend import (
@@ -51,6 +56,7 @@ from sanic_rt.presence_model import (
     UserState,
     offline_record,
 )
+from sanic_rt.redis_connect import close_redis, connect_redis, is_cluster
 
 SCRIPT = files(__package__).joinpath("redis_presence.lua").read_text(encoding="utf-8")
 
@@ -59,9 +65,14 @@ UNAVAILABLE_ERRORS = (
     RedisConnectionError,  # includes BusyLoadingError (a restarted Redis loading its data)
     RedisTimeoutError,
     ReadOnlyError,  # a replica promoted away from us during a failover
+    ClusterError,  # Redis Cluster: CLUSTERDOWN, MASTERDOWN, redirected too often
+    TryAgainError,  # a slot migrating during a resharding
+    SlotNotCoveredError,  # a failed master's slots not taken over yet
     OSError,
     asyncio.TimeoutError,
 )
+#: how redis-py's RedisClusterException begins when no cluster node answers
+CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 #: seconds a call may wait for a free pooled connection at the least
 QUEUE_WAIT_MIN = 5.0
 #: server replies that are outages, not bugs in our scripts
@@ -145,16 +156,16 @@ class RedisBackend(PresenceBackend):
             repr(float(self.timings.idle_timeout)),
             str(int(expire * 1000)),
         ]
-        pool = aioredis.BlockingConnectionPool.from_url(
-            cfg.url,
-            max_connections=cfg.pool_size,
-            timeout=cfg.timeout,  # waiting for a free pooled connection
-            socket_timeout=cfg.timeout,
-            socket_connect_timeout=cfg.connect_timeout,
-            # Fail fast: the periodic refresh is our retry.
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        try:
+            self.redis = connect_redis(
+                cfg.url,
+                max_connections=cfg.pool_size,
+                timeout=cfg.timeout,
+                connect_timeout=cfg.connect_timeout,
+            )
+        except ValueError as err:
+            raise ConfigError(self.config.source, "presence.redis.url", str(err)) from None
+        self.cluster = is_cluster(self.redis)
         # register_script only hashes the text (no I/O); a call runs EVALSHA and
         # loads the script on NOSCRIPT (a new or restarted Redis). Pipelines do the
         # same in _run_many.
@@ -193,11 +204,20 @@ class RedisBackend(PresenceBackend):
             raise BackendUnavailable("redis: too many calls waiting for a connection") from None
         try:
             async with asyncio.timeout(self.deadline):
+                if self.cluster:
+                    # Learn the slot map before commands run: redis-py lets concurrent
+                    # first commands race the discovery and lose their connections.
+                    await self.redis.initialize()
                 yield
         except UNAVAILABLE_ERRORS as err:
             raise BackendUnavailable(f"redis: {type(err).__name__}: {err}") from None
         except ResponseError as err:
             if str(err).startswith(UNAVAILABLE_REPLIES):
+                raise BackendUnavailable(f"redis: {err}") from None
+            raise
+        except RedisClusterException as err:
+            # redis-py's word for "no seed node answers"; any other is our bug (CROSSSLOT)
+            if str(err).startswith(CLUSTER_UNREACHABLE):
                 raise BackendUnavailable(f"redis: {err}") from None
             raise
         finally:
@@ -220,6 +240,8 @@ class RedisBackend(PresenceBackend):
             return []
         if len(calls) == 1:
             return [await self._run(*calls[0])]
+        if self.cluster:
+            return await self._run_each(calls)
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         async with self._guard():
@@ -245,6 +267,15 @@ class RedisBackend(PresenceBackend):
                 pending = missing
         raise BackendUnavailable("redis: script could not be loaded")
 
+    async def _run_each(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
+        """The batch shape on a Redis Cluster: every shard's script call at once.
+
+        A cluster pipeline refuses EVALSHA (redis-py), and the shards live on
+        different nodes anyway. Each call takes its own pooled connection (and
+        slot of the pool semaphore) and follows MOVED/ASK and NOSCRIPT on its own.
+        """
+        return list(await asyncio.gather(*(self._run(*call) for call in calls)))
+
     # --- interface -----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -252,7 +283,7 @@ class RedisBackend(PresenceBackend):
         return None
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await close_redis(self.redis)
 
     async def check(self) -> None:
         async with self._guard():
