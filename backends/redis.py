@@ -79,6 +79,19 @@ QUEUE_WAIT_MIN = 5.0
 UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 
 
+def _closed_under_us(err: Exception) -> bool:
+    """A cluster connection closed while a command used it.
+
+    redis-py's asyncio RedisCluster (8.1, ``NodesManager.initialize`` and
+    ``RedisCluster.initialize``) closes every node's connections when a slot-map
+    refresh runs or fails, including those other calls are using: under uvloop
+    their write raises RuntimeError, else AttributeError on the dropped writer.
+    Only ever seen while a node is down, so it is an outage like the others.
+    """
+    text = str(err)
+    return "closed" in text or "'NoneType' object has no attribute" in text
+
+
 def _num(raw: bytes | None) -> float | None:
     return None if raw is None or raw == b"" else float(raw)
 
@@ -214,6 +227,10 @@ class RedisBackend(PresenceBackend):
         except ResponseError as err:
             if str(err).startswith(UNAVAILABLE_REPLIES):
                 raise BackendUnavailable(f"redis: {err}") from None
+            raise
+        except (RuntimeError, AttributeError) as err:
+            if self.cluster and _closed_under_us(err):
+                raise BackendUnavailable(f"redis: connection closed: {err}") from None
             raise
         except RedisClusterException as err:
             # redis-py's word for "no seed node answers"; any other is our bug (CROSSSLOT)

@@ -25,6 +25,7 @@ from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
+from .redis_connect import parse_redis_url
 from .sio_server import GatewayServer
 
 log = logging.getLogger("sanic_rt")
@@ -46,6 +47,8 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         raise ConfigError(
             src, "cluster.manager", 'memcached has no pub/sub; use "redis" as the message bus'
         )
+    if config.cluster.manager == "redis":
+        check_bus_url(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -78,6 +81,28 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             )
         if "*" in server.cors_allowed_origins:
             raise ConfigError(src, "server.cors_allowed_origins", 'production refuses "*"')
+
+
+def check_bus_url(config: Config) -> None:
+    """The pub/sub bus's Redis URL must name one server or a Sentinel master."""
+    key = "cluster.url" if config.cluster.url else "presence.redis.url"
+    try:
+        target = parse_redis_url(config.cluster.url or config.presence.redis.url)
+    except ValueError as err:
+        raise ConfigError(config.source, key, str(err)) from None
+    if target.topology == "cluster":
+        # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
+        # and python-socketio's manager cannot follow a cluster anyway.
+        raise ConfigError(
+            config.source,
+            "cluster.manager",
+            f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
+            'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
+        )
+    if target.topology == "sentinel" and target.tls:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
+        )
 
 
 #: Young-generation collection threshold while serving (CPython's default: 700).
