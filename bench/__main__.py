@@ -25,12 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import backends, report, sockets
+from . import backends, report, sockets, topologies
 from .procs import Proc, cores, free_port, memcached_proc, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("storm", "pings", "fanout", "backends", "cluster")
+SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "topologies")
 STORM_SIZES = (1000, 5000)
 PING_CLIENTS = (500, 2000)
 FANOUT_SUBSCRIBERS = 1000
@@ -228,6 +228,12 @@ class Bench:
         for note in result.pop("notes", []):
             self.note(note)
         return result
+
+    def topologies(self) -> dict[str, Any]:
+        """The Redis backend on one server, Sentinel and Cluster, side by side."""
+        seconds = max(0.3, 1.5 * self.scale)
+        redis_port = self.redis.port if self.redis else None
+        return _run_async(topologies.run(redis_port, self.ctx.workdir, seconds, self.scale))
 
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine()

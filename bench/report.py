@@ -314,6 +314,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                     [[cl["mode"], cl["samples"], cl["p50_ms"], cl["p99_ms"], cl["missing"]]],
                 )
             )
+    topo = results.get("topologies")
+    if topo:
+        out.append(topology_table(topo))
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]
@@ -321,6 +324,25 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         out.append("## Sections that failed\n")
         out += [f"- {k}: {v}\n" for k, v in results["errors"].items()]
     return "\n".join(out)
+
+
+def topology_table(topo: dict[str, Any]) -> str:
+    """The Redis backend per topology: heartbeat and bulk rates, memory per online user."""
+    names = [n for n in ("single", "sentinel", "cluster") if n in topo]
+    keys = ["heartbeat@1", "heartbeat@64", "pair@64", "bulk_100@64", "count@64"]
+    rows = [
+        [
+            n,
+            *(topo[n]["ops"][k]["ops_per_s"] for k in keys),
+            topo[n]["memory_bytes_per_online_user"],
+        ]
+        for n in names
+    ]
+    head = (
+        "## Redis topologies (ops/s through the Presence API; memory per online user, "
+        f"{topo['memory_users']} users with one connection)\n"
+    )
+    return head + _table(["topology", *keys, "B per online user"], rows)
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
