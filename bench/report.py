@@ -329,7 +329,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
 def topology_table(topo: dict[str, Any]) -> str:
     """The Redis backend per topology: heartbeat and bulk rates, memory per online user."""
     names = [n for n in ("single", "sentinel", "cluster") if n in topo]
-    keys = ["heartbeat@1", "heartbeat@64", "pair@64", "bulk_100@64", "count@64"]
+    keys = ["heartbeat@1", "heartbeat@64", "bulk_100@1", "bulk_100@64"]
     rows = [
         [
             n,

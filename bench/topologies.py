@@ -1,7 +1,7 @@
 """The Redis backend on one server, on Sentinel and on a Redis Cluster, in the same run.
 
-Per topology: the backend's operations (heartbeat, connect+disconnect pair, bulk
-query, count; bench/backends.py) at concurrency 1 and 64, and the Redis memory
+Per topology: heartbeats and bulk queries of 100 ids through the Presence API
+(as bench/backends.py runs them) at concurrency 1 and 64, and the Redis memory
 per online user (``used_memory`` summed over the masters, before and after
 ``touch`` of ``MEMORY_USERS`` users with one connection each).
 
@@ -21,6 +21,8 @@ from typing import Any
 
 import redis
 
+from sanic_rt.backend import BackendUnavailable
+from sanic_rt.presence import Presence
 from sanic_rt.presence_model import Connection, Timings
 
 from . import backends
@@ -42,18 +44,22 @@ def started(kind: str, workdir: Path) -> Iterator[tuple[str, list[int]]]:
         if kind == "sentinel":
             yield setup.url(), [setup.master_port()]
         else:
-            masters = [
-                n.port
-                for n in setup.nodes
-                if redis.Redis(HOST, n.port).info("replication")["role"] == "master"
-            ]
-            yield setup.url(), masters
+            yield setup.url(), [n.port for n in setup.nodes if role(n.port) == "master"]
     finally:
         setup.stop()
 
 
+def _info(port: int, section: str) -> dict[str, Any]:
+    with redis.Redis(HOST, port) as client:
+        return client.info(section)
+
+
+def role(port: int) -> str:
+    return _info(port, "replication")["role"]
+
+
 def used_memory(ports: list[int]) -> int:
-    return sum(redis.Redis(HOST, port).info("memory")["used_memory"] for port in ports)
+    return sum(_info(port, "memory")["used_memory"] for port in ports)
 
 
 async def memory_per_user(url: str, ports: list[int], users: int) -> float:
@@ -74,10 +80,48 @@ async def memory_per_user(url: str, ports: list[int], users: int) -> float:
         await backend.close()
 
 
+async def rates(url: str, seconds: float) -> dict[str, Any]:
+    """Heartbeat and bulk-query rates through the Presence API; failed calls counted, not fatal."""
+    config = backends.presence_config("redis", url, None)
+    p = config.presence
+    backend = backends.installed_backends()["redis"](config, Timings(p.ttl, p.offline_grace))
+    presence = Presence(backend, p, config.auth.max_connections_per_user)
+    await presence.start()
+    users = [f"user{i}" for i in range(backends.POPULATION)]
+    failed = 0
+
+    async def counted(call: Any) -> None:
+        nonlocal failed
+        try:
+            await call
+        except BackendUnavailable:  # a deadline missed on an overloaded machine
+            failed += 1
+
+    async def heartbeat(i: int) -> None:
+        uid = users[i % len(users)]
+        await counted(presence.mark_user_online(uid, f"sid-{uid}"))
+
+    async def bulk_query(i: int) -> None:
+        await counted(presence.get_many(users[: backends.BULK_IDS]))
+
+    out: dict[str, Any] = {}
+    try:
+        for uid in users:
+            await presence.connect(uid, f"sid-{uid}", "/chats")
+        for name, op in {"heartbeat": heartbeat, "bulk_100": bulk_query}.items():
+            for c in backends.CONCURRENCIES:
+                failed = 0
+                out[f"{name}@{c}"] = await backends.rate(op, c, seconds) | {"failed": failed}
+    finally:
+        await presence.close()
+    return out
+
+
 async def run_one(url: str, ports: list[int], seconds: float, users: int) -> dict[str, Any]:
-    factory = backends.installed_backends()["redis"]
-    ops = await backends.bench_backend("redis", factory, seconds, url, None)
-    return {"ops": ops, "memory_bytes_per_online_user": await memory_per_user(url, ports, users)}
+    return {
+        "ops": await rates(url, seconds),
+        "memory_bytes_per_online_user": await memory_per_user(url, ports, users),
+    }
 
 
 async def run(
@@ -86,7 +130,8 @@ async def run(
     users = max(500, int(MEMORY_USERS * scale))
     out: dict[str, Any] = {"memory_users": users}
     if single_port is not None:
-        redis.Redis(HOST, single_port).flushall()
+        with redis.Redis(HOST, single_port) as client:
+            client.flushall()
         url = f"redis://{HOST}:{single_port}/0"
         out["single"] = await run_one(url, [single_port], seconds, users)
     for kind in ("sentinel", "cluster"):
