@@ -92,6 +92,11 @@ def _closed_under_us(err: Exception) -> bool:
     return "closed" in text or "'NoneType' object has no attribute" in text
 
 
+def _answered_changes(replies: list[Any]) -> list[PublicView]:
+    """The changes of every shard that answered (``None``: its master was down)."""
+    return [c for reply in replies if reply is not None for c in _changes(reply[1])]
+
+
 def _num(raw: bytes | None) -> float | None:
     return None if raw is None or raw == b"" else float(raw)
 
@@ -290,8 +295,20 @@ class RedisBackend(PresenceBackend):
         A cluster pipeline refuses EVALSHA (redis-py), and the shards live on
         different nodes anyway. Each call takes its own pooled connection (and
         slot of the pool semaphore) and follows MOVED/ASK and NOSCRIPT on its own.
+        While one master is down the other shards still answer: their replies
+        (and the changes the scripts decided, which must be announced) are kept,
+        and a shard that did not answer is ``None``. Unavailable only if none did.
         """
-        return list(await asyncio.gather(*(self._run(*call) for call in calls)))
+        replies = await asyncio.gather(
+            *(self._run(*call) for call in calls), return_exceptions=True
+        )
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        for err in failed:
+            if not isinstance(err, BackendUnavailable):
+                raise err
+        if failed and len(failed) == len(replies):
+            raise failed[0]
+        return [None if isinstance(r, BaseException) else r for r in replies]
 
     # --- interface -----------------------------------------------------------------
 
@@ -331,12 +348,18 @@ class RedisBackend(PresenceBackend):
         ]
         changes: list[PublicView] = []
         statuses: dict[str, str] = {}
-        for result, shard_changes in await self._run_many(calls):
+        unavailable: set[str] = set()
+        replies = await self._run_many(calls)
+        for (index, _args), reply in zip(shards.values(), replies, strict=True):
+            if reply is None:  # that shard's master is down (Redis Cluster)
+                unavailable.update(index)
+                continue
+            result, shard_changes = reply
             changes += _changes(shard_changes)
             statuses.update(
                 (uid.decode(), status.decode()) for uid, status in _pairs(result).items()
             )
-        return TouchResult(changes, statuses)
+        return TouchResult(changes, statuses, frozenset(unavailable))
 
     async def disconnect(self, user_id: str, sid: str, now: float) -> DisconnectResult:
         result, changes = await self._run(
@@ -351,7 +374,7 @@ class RedisBackend(PresenceBackend):
             (shard, [self.user_key(uid) for uid in ids], self._args("settle", now, *ids))
             for shard, ids in self._by_shard(user_ids).items()
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        return _answered_changes(await self._run_many(calls))
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         """Settle due users of every shard, up to ``limit`` per shard, in one round trip."""
@@ -359,7 +382,7 @@ class RedisBackend(PresenceBackend):
             (shard, [], self._args("sweep", now, limit, f"{self._tag(shard)}:u:"))
             for shard in range(self.shards)
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        return _answered_changes(await self._run_many(calls))
 
     async def set_status(
         self, user_id: str, status: str, now: float

@@ -6,7 +6,7 @@ Failover under load through the real server is tests/test_redis_failover.py.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -18,14 +18,12 @@ from sanic_rt.presence_model import Connection, Timings
 from tests.conftest import base_config
 from tests.support.clients import eventually, http, make_token
 from tests.support.cluster import check_config
-from tests.support.procs import HOST, Proc, free_port
-from tests.support.topologies import (  # noqa: F401 (module-scoped fixtures)
-    ClusterSetup,
-    cluster_setup,
-    sentinel_setup,
-)
+from tests.support.procs import HOST, Proc, free_port, wait_until
+from tests.support.topologies import ClusterSetup, sentinel_setup  # noqa: F401 (fixture)
 
 TIMINGS = Timings(ttl=10.0, offline_grace=5.0, idle_timeout=100.0)
+#: slow failure detection: a killed master stays a master long enough to test around it
+NODE_TIMEOUT_MS = 8000
 T0 = 1_000_000.0
 _prefixes = itertools.count(1)
 
@@ -44,8 +42,17 @@ def build_backend(url: str, **redis: Any) -> PresenceBackend:
     return host.backends()["redis"](config, TIMINGS)
 
 
+@pytest.fixture(scope="module")
+def cluster_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    setup = ClusterSetup(tmp_path_factory.mktemp("cluster"), node_timeout_ms=NODE_TIMEOUT_MS)
+    try:
+        yield setup.start()
+    finally:
+        setup.stop()
+
+
 @pytest.fixture
-async def cluster_backend(cluster_setup: ClusterSetup) -> AsyncIterator[PresenceBackend]:  # noqa: F811
+async def cluster_backend(cluster_setup: ClusterSetup) -> AsyncIterator[PresenceBackend]:
     backend = build_backend(cluster_setup.url(), key_prefix=f"k{next(_prefixes)}")
     await backend.start()
     yield backend
@@ -102,7 +109,7 @@ def test_pubsub_manager_on_a_cluster_url_is_refused(tmp_path):
 # --- Redis Cluster: one slot per user operation, indexes spread over the masters --------
 
 
-async def test_every_key_of_a_user_operation_is_in_one_slot(cluster_setup, cluster_backend):  # noqa: F811
+async def test_every_key_of_a_user_operation_is_in_one_slot(cluster_setup, cluster_backend):
     b = cluster_backend
     owners = set()
     for n in range(40):
@@ -145,6 +152,33 @@ async def test_every_operation_runs_on_the_cluster(cluster_backend):
     expired = await b.sweep(T0 + 100, 1000)  # the others' entries expired (ttl 10)
     assert sorted(c.user_id for c in expired) == sorted(users[30:])
     assert await b.online_count() == 0
+
+
+async def test_one_master_down_the_other_shards_still_answer(cluster_setup, cluster_backend):
+    """A sweep or refresh keeps what the live masters decided while one master is down."""
+    b = cluster_backend
+    users = [f"m{n}" for n in range(60)]
+    for n, user_id in enumerate(users):
+        await b.connect(conn(user_id, f"s{n}"), T0, 5)
+        await b.disconnect(user_id, f"s{n}", T0 + 1)  # offline due at T0 + 6
+    victim = cluster_setup.master_of_slot(cluster_setup.keyslot(b.user_key(users[0])))
+    on_victim = {
+        u
+        for u in users
+        if cluster_setup.master_of_slot(cluster_setup.keyslot(b.user_key(u))) is victim
+    }
+    assert 0 < len(on_victim) < len(users)
+    victim.kill()  # not failed over for NODE_TIMEOUT_MS: its shards simply do not answer
+    try:
+        settled = await b.settle(users, T0 + 7)
+        assert {c.user_id for c in settled} == set(users) - on_victim
+        assert all(not c.online for c in settled)
+        touched = await b.touch([conn(u, f"t{n}") for n, u in enumerate(users)], T0 + 8, False)
+        assert touched.unavailable == on_victim
+        assert set(touched.statuses) == set(users) - on_victim
+    finally:
+        victim.start()
+        wait_until(cluster_setup.healthy, timeout=30, interval=0.1)
 
 
 # --- faults: the server starts, /ready says presence is down, and it recovers ----------
@@ -202,7 +236,7 @@ async def test_all_sentinels_down_then_back(sentinel_setup, start_server, client
                 s.start()
 
 
-async def test_no_cluster_seed_answers_then_cluster_back(cluster_setup, start_server, clients):  # noqa: F811
+async def test_no_cluster_seed_answers_then_cluster_back(cluster_setup, start_server, clients):
     for n in cluster_setup.nodes:
         n.stop()
     try:

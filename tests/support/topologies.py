@@ -139,8 +139,11 @@ class SentinelSetup:
 class ClusterSetup:
     """A Redis Cluster of 3 masters, each with one replica."""
 
-    def __init__(self, tmp: Path, masters: int = 3) -> None:
+    def __init__(
+        self, tmp: Path, masters: int = 3, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS
+    ) -> None:
         self.tmp = tmp
+        self.node_timeout_ms = node_timeout_ms
         self.nodes = [self._node(i) for i in range(masters * 2)]
         self.masters = masters
 
@@ -153,7 +156,7 @@ class ClusterSetup:
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
-            str(CLUSTER_NODE_TIMEOUT_MS),
+            str(self.node_timeout_ms),
             # the bus port would be port + 10000, which may be taken or > 65535
             "--cluster-port",
             str(free_port()),
