@@ -5,13 +5,14 @@ Failover under load through the real server is tests/test_redis_failover.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from sanic_rt.backend import PresenceBackend
+from sanic_rt.backend import BackendUnavailable, PresenceBackend
 from sanic_rt.config import ConfigError, load_config
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence_model import Connection, Timings
@@ -152,6 +153,42 @@ async def test_every_operation_runs_on_the_cluster(cluster_backend):
     expired = await b.sweep(T0 + 100, 1000)  # the others' entries expired (ttl 10)
     assert sorted(c.user_id for c in expired) == sorted(users[30:])
     assert await b.online_count() == 0
+
+
+async def test_manual_cluster_failover_under_load(cluster_setup, cluster_backend):
+    """CLUSTER FAILOVER on a replica while refreshes run: they resume with no restart."""
+    b = cluster_backend
+    users = [f"f{n}" for n in range(48)]
+    conns = [conn(u, f"s{n}") for n, u in enumerate(users)]
+    for c in conns:
+        await b.connect(c, T0, 5)
+    master = cluster_setup.master_of_slot(cluster_setup.keyslot(b.user_key(users[0])))
+    replica = cluster_setup.replica_of(master)
+    outcomes = {"ok": 0, "unavailable": 0}
+    stop = asyncio.Event()
+
+    async def refresh_forever() -> None:
+        while not stop.is_set():
+            try:
+                result = await b.touch(conns, T0 + 1, False)
+                outcomes["unavailable" if result.unavailable else "ok"] += 1
+            except BackendUnavailable:
+                outcomes["unavailable"] += 1
+            await asyncio.sleep(0.01)
+
+    load = asyncio.create_task(refresh_forever())
+    try:
+        await eventually(lambda: outcomes["ok"] > 0)
+        await asyncio.to_thread(cluster_setup.failover_to, replica)
+        after = outcomes["ok"]
+        await eventually(lambda: outcomes["ok"] > after + 3, timeout=20)
+    finally:
+        stop.set()
+        await load
+    assert cluster_setup.master_of_slot(cluster_setup.keyslot(b.user_key(users[0]))) is replica
+    records = await b.get_many(users, T0 + 2)
+    assert all(r.online for r in records.values())
+    assert await b.online_count() == len(users)
 
 
 async def test_one_master_down_the_other_shards_still_answer(cluster_setup, cluster_backend):

@@ -206,6 +206,19 @@ class ClusterSetup:
                     return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"no live node serves slot {slot}")
 
+    def replica_of(self, master: Proc) -> Proc:
+        for node in self.live_nodes():
+            info = _info(node.port, "replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                return node
+        raise AssertionError(f"no live replica of {master.port}")
+
+    def failover_to(self, replica: Proc) -> None:
+        """A manual (coordinated) failover: ``replica`` takes its master's slots."""
+        assert _ask(replica.port, "CLUSTER", "FAILOVER")
+        wait_until(lambda: _info(replica.port, "replication").get("role") == "master", 30)
+        wait_until(self.healthy, timeout=30, interval=0.1)
+
     def keyslot(self, key: str) -> int:
         return int(_ask(self.live_nodes()[0].port, "CLUSTER", "KEYSLOT", key))
 
