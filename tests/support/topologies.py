@@ -8,6 +8,7 @@ once per test module (the fixtures at the end) and torn down after it.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import time
@@ -53,8 +54,9 @@ def _info(port: int, section: str) -> dict[str, Any]:
 def _redis_server(tmp: Path, name: str, *extra: str) -> Proc:
     base = redis_process(tmp / name)
     (tmp / name).mkdir(parents=True, exist_ok=True)
-    proc = Proc([*base.argv, *extra], base.port, tmp / name, name)
-    return proc
+    # a replica's first sync would wait 5 s for more replicas to share it
+    argv = [*base.argv, "--repl-diskless-sync-delay", "0", *extra]
+    return Proc(argv, base.port, tmp / name, name)
 
 
 class SentinelSetup:
@@ -64,19 +66,30 @@ class SentinelSetup:
         self.tmp = tmp
         self.master = _redis_server(tmp, "master")
         self.replica = _redis_server(tmp, "replica", "--replicaof", HOST, str(self.master.port))
+        # Each sentinel is told the others and the replica up front (instead of
+        # learning them from hello messages every 2 s): the setup is healthy at once.
+        self._ids = [secrets.token_hex(20) for _ in range(3)]
+        self._ports = [free_port() for _ in range(3)]
         self.sentinels = [self._sentinel(i) for i in range(3)]
 
     def _sentinel(self, i: int) -> Proc:
-        port = free_port()
+        port = self._ports[i]
         workdir = self.tmp / f"sentinel{i}"
         workdir.mkdir(parents=True, exist_ok=True)
+        others = "".join(
+            f"sentinel known-sentinel {SERVICE} {HOST} {p} {myid}\n"
+            for j, (p, myid) in enumerate(zip(self._ports, self._ids, strict=True))
+            if j != i
+        )
         conf = workdir / "sentinel.conf"  # sentinel rewrites its own config file
         conf.write_text(
             f"port {port}\nbind {HOST}\nprotected-mode no\ndir {workdir}\n"
+            f"sentinel myid {self._ids[i]}\n"
             f"sentinel monitor {SERVICE} {HOST} {self.master.port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {SERVICE} 3000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
+            f"sentinel known-replica {SERVICE} {HOST} {self.replica.port}\n" + others
         )
         exe = shutil.which("redis-server")
         return Proc([exe, str(conf), "--sentinel"], port, workdir, f"sentinel{i}")
