@@ -97,7 +97,8 @@ def _host_port(item: str) -> tuple[str, int]:
 
 def _port(parts: Any) -> int | None:
     try:
-        return parts.port  # raises ValueError when out of range
+        port: int | None = parts.port  # raises ValueError when out of range
+        return port
     except ValueError:
         raise ValueError("port out of range") from None
 
@@ -127,9 +128,9 @@ def connect_redis(
             url, max_connections=max_connections, timeout=timeout, **options
         )
         return aioredis.Redis(connection_pool=pool)
-    credentials = {"username": target.username, "password": target.password}
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.topology == "sentinel":
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts),
             # the sentinels themselves: same timeouts, no credentials of the data nodes
             sentinel_kwargs=dict(options, ssl=target.tls),
@@ -138,7 +139,10 @@ def connect_redis(
             ssl=target.tls,
             db=target.db,
         )
-        return sentinel.master_for(target.service, max_connections=max_connections)
+        master: aioredis.Redis = sentinel.master_for(
+            target.service, max_connections=max_connections
+        )
+        return master
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
         max_connections=max_connections,
