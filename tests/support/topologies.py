@@ -206,13 +206,23 @@ class ClusterSetup:
             info = _ask(node.port, "CLUSTER", "INFO")
             if not info or "cluster_state:ok" not in info:
                 return False
-            # every node knows every other (a manual failover needs the masters' votes)
+            # every node knows every other, in its current role: a master that still
+            # takes a fresh replica for a master denies it its vote in a failover
             if f"cluster_known_nodes:{len(self.nodes)}" not in info:
+                return False
+            if self._roles_seen_by(node) != (self.masters, len(live) - self.masters):
                 return False
         roles = [_info(n.port, "replication") for n in live]
         masters = [r for r in roles if r.get("role") == "master"]
         synced = all(r.get("master_link_status") == "up" for r in roles if r.get("role") == "slave")
         return len(masters) == self.masters and synced
+
+    def _roles_seen_by(self, node: Proc) -> tuple[int, int]:
+        """(live masters, replicas) in ``node``'s CLUSTER NODES view."""
+        lines = (_ask(node.port, "CLUSTER", "NODES") or "").splitlines()
+        flags = [line.split()[2].split(",") for line in lines if len(line.split()) > 2]
+        alive = [f for f in flags if "fail" not in f and "fail?" not in f]
+        return sum("master" in f for f in alive), sum("slave" in f for f in alive)
 
     def master_of_slot(self, slot: int) -> Proc:
         for node in self.live_nodes():
