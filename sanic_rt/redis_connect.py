@@ -13,7 +13,7 @@ means the same thing to both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -34,14 +34,14 @@ Topology = Literal["single", "sentinel", "cluster"]
 class RedisUrl:
     """A parsed Redis URL: which topology, which hosts."""
 
-    url: str
+    url: str = field(repr=False)  # may hold a password: never in a log line
     topology: Topology
     hosts: tuple[tuple[str, int], ...] = ()
     tls: bool = False
     db: int = 0
     service: str = ""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse_redis_url(url: str) -> RedisUrl:
