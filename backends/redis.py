@@ -408,7 +408,11 @@ class RedisBackend(PresenceBackend):
         ]
         changes: list[PublicView] = []
         remaining: set[str] = set()
-        for result, shard_changes in await self._run_many(calls):
+        for reply in await self._run_many(calls):
+            if reply is None:  # that shard's master is down (Redis Cluster): all still to do
+                remaining.update(nodes)
+                continue
+            result, shard_changes = reply
             changes += _changes(shard_changes)
             remaining.update(n.decode() for n in result)
         return NodeSweep(changes, frozenset(remaining))
