@@ -107,6 +107,22 @@ def test_pubsub_manager_on_a_cluster_url_is_refused(tmp_path):
     assert "cluster.manager" in line and "redis-streams" in line, line
 
 
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [
+        ({"cluster": {"manager": "redis-streams"}}, "presence.redis.url"),
+        ({"events": {"webhook": {"url": "http://127.0.0.1:9/hook"}}}, "events.webhook.url"),
+    ],
+)
+def test_what_a_cluster_cannot_run_is_refused_at_start_up(tmp_path, sections, key):
+    url = f"redis+cluster://{HOST}:{free_port()}"
+    config = base_config(presence={"backend": "redis", "redis": {"url": url}}, **sections)
+    result = check_config(tmp_path, config)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.strip().splitlines()
+    assert key in line, line
+
+
 # --- Redis Cluster: one slot per user operation, indexes spread over the masters --------
 
 
