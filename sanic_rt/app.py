@@ -27,6 +27,7 @@ from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery
+from .redis_connect import parse_redis_url
 from .sio_server import GatewayServer
 from .stream_manager import StreamManager
 from .targeted_bus import TargetedStreamManager
@@ -50,6 +51,9 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         raise ConfigError(
             src, "cluster.manager", 'memcached has no pub/sub; use "redis" as the message bus'
         )
+    if config.cluster.manager in ("redis", "redis-streams"):
+        check_bus_url(config)
+    check_events_topology(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -97,6 +101,50 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             )
         if "*" in server.cors_allowed_origins:
             raise ConfigError(src, "server.cors_allowed_origins", 'production refuses "*"')
+
+
+def check_bus_url(config: Config) -> None:
+    """The pub/sub bus's Redis URL must name one server or a Sentinel master."""
+    key = "cluster.url" if config.cluster.url else "presence.redis.url"
+    try:
+        target = parse_redis_url(config.cluster.url or config.presence.redis.url)
+    except ValueError as err:
+        raise ConfigError(config.source, key, str(err)) from None
+    if target.topology == "cluster":
+        # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
+        # and python-socketio's manager cannot follow a cluster anyway.
+        raise ConfigError(
+            config.source,
+            "cluster.manager",
+            f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
+            'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
+        )
+    if config.cluster.manager == "redis-streams" and target.topology != "single":
+        # stream_manager.redis_client builds a plain client (from_url) so far
+        raise ConfigError(
+            config.source, key, '"redis-streams" runs on one Redis server only (not wired yet)'
+        )
+    if target.topology == "sentinel" and target.tls:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
+        )
+
+
+def check_events_topology(config: Config) -> None:
+    """Webhooks read the shards' event streams in one multi-key XREADGROUP: not on a Cluster."""
+    if config.presence.backend != "redis" or not config.events.webhook.url:
+        return
+    try:
+        topology = parse_redis_url(config.presence.redis.url).topology
+    except ValueError:
+        return  # the backend names the bad URL
+    if topology == "cluster":
+        raise ConfigError(
+            config.source,
+            "events.webhook.url",
+            "webhooks are not available on a Redis Cluster URL yet "
+            "(one XREADGROUP over every shard's stream crosses slots)",
+        )
 
 
 #: Young-generation collection threshold while serving (CPython's default: 700).

@@ -77,7 +77,10 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    url: str = _opt("redis://127.0.0.1:6379/0", "redis://, rediss:// or unix:// URL")
+    url: str = _opt(
+        "redis://127.0.0.1:6379/0",
+        "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://",
+    )
     key_prefix: str = _opt("sanic_rt", "prefix of every key")
     index_shards: int = _opt(16, "shards of the online index", min=1, max=1024)
     pool_size: int = _opt(32, "max connections in the pool", min=1, max=10_000)
