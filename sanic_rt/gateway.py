@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import socketio
 
+from . import metrics
 from .auth import TokenVerifier
 from .config import Config
 from .plugin_manager import PluginHost
@@ -45,6 +46,17 @@ def presence_room(user_id: str) -> str:
     return f"{PRESENCE_ROOM_PREFIX}{user_id}"
 
 
+class PresenceFeed:
+    """In-process listeners to the presence changes this node announces."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[list[PublicView]], None]] = []
+
+    def publish(self, changes: list[PublicView]) -> None:
+        for listener in self.listeners:
+            listener(changes)
+
+
 @dataclass
 class Gateway:
     """The services one app shares; ``app.ctx.gateway``, ``self.gateway`` in a namespace.
@@ -61,6 +73,8 @@ class Gateway:
     verifier: TokenVerifier
     plugins: PluginHost
     namespaces: list[str] = field(default_factory=list)
+    #: in-process listeners to every presence change this node announces (the dashboard)
+    feed: PresenceFeed = field(default_factory=PresenceFeed)
     #: this node's presence subscriptions and follows, all namespaces
     subscriptions: PresenceSubscriptions = field(default_factory=PresenceSubscriptions)
     #: per-user event budgets shared by a user's connections on this node
@@ -91,6 +105,8 @@ class Gateway:
 
     async def publish_presence(self, changes: list[PublicView]) -> None:
         """Send each visible change once, to its subscribers in every namespace."""
+        metrics.presence_changes(changes)
+        self.feed.publish(changes)
         for change in changes:
             payload = change.as_dict()
             room = presence_room(change.user_id)
