@@ -98,17 +98,35 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 1000)
 
 
+#: Shortest API key production accepts: a guessable key opens the whole HTTP API.
+MIN_API_KEY_CHARS = 16
+
+
 def api_keys(config: Config) -> list[str]:
+    """The API keys of ``[api] keys`` and ``keys_file``; raise ConfigError for weak ones."""
     keys = list(config.api.keys)
+    _check_api_keys(config, "api.keys", keys)
     if config.api.keys_file:
         try:
             with open(config.api.keys_file, encoding="utf-8") as fh:
-                keys += [line.strip() for line in fh if line.strip()]
+                from_file = [line.strip() for line in fh if line.strip()]
         except OSError as err:
             raise ConfigError(
                 config.source, "api.keys_file", f"unreadable ({err.strerror})"
             ) from None
+        _check_api_keys(config, "api.keys_file", from_file)
+        keys += from_file
     return keys
+
+
+def _check_api_keys(config: Config, key: str, keys: list[str]) -> None:
+    # An empty key would match "Authorization: Bearer" with nothing after it.
+    if any(not k.strip() for k in keys):
+        raise ConfigError(config.source, key, "an API key is empty")
+    if config.production and any(len(k) < MIN_API_KEY_CHARS for k in keys):
+        raise ConfigError(
+            config.source, key, f"production needs API keys of >= {MIN_API_KEY_CHARS} characters"
+        )
 
 
 def _make_manager(config: Config) -> socketio.AsyncManager | None:

@@ -311,6 +311,7 @@ class TokenVerifier:
             raise AuthError("invalid_token", "claim 'sub' must be a string") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("invalid_token", "malformed token") from None
+        _check_numeric_dates(claims)
         return self._user_id(claims), claims
 
     def _user_id(self, claims: dict[str, Any]) -> str:
@@ -330,6 +331,19 @@ class TokenVerifier:
         """The token's ``exp`` as epoch seconds, or None when it has none."""
         exp = claims.get("exp")
         return float(exp) if isinstance(exp, int | float) else None
+
+
+#: Claims RFC 7519 defines as NumericDate. PyJWT accepts a numeric string such
+#: as "1796012345" for them, but the expiry disconnect (which reads ``exp`` as a
+#: number) would then never be scheduled: refuse anything but a JSON number.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise AuthError("invalid_token", f"claim {name!r} must be a number")
 
 
 def mint_token(

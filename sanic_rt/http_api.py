@@ -143,7 +143,7 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
         matched = False
         for key in keys:
             matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not matched:
+        if scheme.lower() != "bearer" or not presented or not matched:
             return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
 
