@@ -10,15 +10,17 @@ import gc
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 import socketio
 from sanic import Sanic
 
 from . import http_api
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
-from .config import Config, ConfigError, load_config
+from .body_limit import limit_body_size
+from .config import Config, ConfigError, ServerConfig, load_config
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
 from .namespace import BaseNamespace
@@ -207,13 +209,14 @@ def create_app(
     gateway.namespaces = list(namespaces)
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
-    app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
+    # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
+    app.config.REQUEST_MAX_SIZE = server.max_request_bytes
     # TouchUp recompiles Sanic methods from source and fails when several apps
     # share a process (tests); it only trims unused signal dispatch.
     app.config.TOUCHUP = False
     app.ctx.config = config
     app.ctx.gateway = gateway
-    http_api.install(app, keys, config.production)
+    http_api.install(app, keys, config.production, server.cors_allowed_origins)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
 
@@ -233,5 +236,32 @@ def create_app(
         await plugins.notify("shutdown", app=app)
         await presence.close()
 
-    app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    app.ctx.asgi = limit_body_size(
+        asgi, _body_limit(server, asgi.engineio_path), _close_polling_session(sio)
+    )
     return app
+
+
+def _body_limit(server: ServerConfig, engineio_path: str) -> Callable[[dict[str, Any]], int]:
+    def limit_for(scope: dict[str, Any]) -> int:
+        # Long-polling POSTs carry Engine.IO packets: the packet limit applies.
+        if (scope["path"].rstrip("/") + "/").startswith(engineio_path):
+            return server.max_payload_bytes
+        return server.max_request_bytes
+
+    return limit_for
+
+
+def _close_polling_session(sio: GatewayServer) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def close(scope: dict[str, Any]) -> None:
+        # An oversized long-polling POST ends its Engine.IO session, as a
+        # websocket frame over max_payload_bytes closes that connection.
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        socket = sio.eio.sockets.get((query.get("sid") or [""])[0])
+        if socket is not None:
+            log.info("closing Engine.IO session: long-polling POST over max_payload_bytes")
+            # Without waiting for the client to fetch the CLOSE packet: it may never.
+            await socket.close(wait=False)
+
+    return close

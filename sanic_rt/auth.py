@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import jwt
 
@@ -65,13 +65,27 @@ def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) 
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if allow_query:
-        values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-        if values and values[0]:
-            return values[0]
+        token = _query_token(environ.get("QUERY_STRING", ""))
+        if token:
+            return token
     raise AuthError("missing_token", "no token: pass auth {token} or an Authorization header")
 
 
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']*")
+def _query_token(query: str) -> str:
+    """The value of the literally spelled ``token`` parameter.
+
+    Only the literal name counts: ``%74oken`` decodes to ``token`` too, and a
+    name spelled so would slip past any redaction that matched it as typed.
+    """
+    for param in query.split("&"):
+        name, sep, value = param.partition("=")
+        if name == "token" and sep:
+            return unquote_plus(value)
+    return ""
+
+
+# A query parameter as it appears in a logged URL: (separator+name=)(value).
+_QUERY_PARAM = re.compile(r"([?&]([^=&\s\"'?]+)=)([^&\s\"']*)")
 
 
 class RedactQueryToken(logging.Filter):
@@ -92,9 +106,17 @@ class RedactQueryToken(logging.Filter):
 
 
 def _redact(value: Any) -> Any:
-    if isinstance(value, str) and "token=" in value:
-        return _QUERY_TOKEN.sub(r"\1[redacted]", value)
+    if isinstance(value, str) and "=" in value:
+        return _QUERY_PARAM.sub(_redact_param, value)
     return value
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    # Decoded before comparing, so that every spelling of the name is caught
+    # (``%74oken``, ``TOKEN``), whether or not the server accepts it.
+    if unquote_plus(match.group(2)).lower() == "token":
+        return match.group(1) + "[redacted]"
+    return match.group(0)
 
 
 def install_log_redaction() -> None:

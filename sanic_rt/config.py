@@ -50,6 +50,9 @@ class ServerConfig:
     ping_interval: float = _opt(25.0, "Engine.IO ping interval, s", min=1, max=600)
     ping_timeout: float = _opt(20.0, "Engine.IO ping timeout, s", min=1, max=600)
     max_payload_bytes: int = _opt(1_000_000, "largest packet accepted", min=1024, max=100_000_000)
+    max_request_bytes: int = _opt(
+        1_000_000, "largest HTTP request body (413 over it)", min=1024, max=100_000_000
+    )
     events_per_second: float = _opt(50.0, "per-connection rate limit", min=0.1, max=1_000_000)
     events_burst: int = _opt(100, "token bucket size", min=1, max=1_000_000)
     shutdown_timeout: float = _opt(5.0, "seconds to drain on SIGTERM", min=0, max=600)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
@@ -119,9 +120,16 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
     return envelope({"connections": count})
 
 
-def install(app: Sanic, api_keys: list[str], production: bool) -> None:
-    """Add the core routes, the API-key check and the envelope error handlers."""
+def install(
+    app: Sanic, api_keys: list[str], production: bool, allowed_origins: Iterable[str] = ()
+) -> None:
+    """Add the core routes, the API-key check and the envelope error handlers.
+
+    ``allowed_origins`` (``[server] cors_allowed_origins``) are the browser
+    origins besides the server's own that may call the API while it is open.
+    """
     app.blueprint(core)
+    origins = frozenset(o.lower() for o in allowed_origins if o != "*")
     keys = [k.encode() for k in api_keys]
     if not keys:
         if production:
@@ -136,7 +144,7 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
         if not keys:
             if production:
                 return json(error("not_found", "not found"), 404)
-            return None
+            return _refuse_cross_site(request, origins)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         presented = given.strip().encode()
         # Compare against every key so that timing says nothing about which matched.
@@ -168,6 +176,31 @@ def install(app: Sanic, api_keys: list[str], production: bool) -> None:
         code = _CODE_FOR_STATUS.get(status, "bad_request")
         return json(error(code, str(exc) or code), status)
 
+
+def _refuse_cross_site(request: Request, origins: frozenset[str]) -> HTTPResponse | None:
+    """Keep the open (keyless, dev) API from being driven by other sites' pages.
+
+    A browser sends ``Origin`` with cross-site requests, and a ``text/plain``
+    POST needs no CORS preflight: without these checks any page the developer
+    visits could push notifications or disconnect users. Server-to-server
+    callers send no ``Origin``; ``"*"`` in cors_allowed_origins is for
+    Socket.IO only and does not open the API.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and not _same_origin(request, origin) and origin.lower() not in origins:
+        return json(error("forbidden", "origin not allowed"), 403)
+    if request.method == "POST" and request.content_type.split(";")[0].strip() != JSON_TYPE:
+        return json(error("bad_request", f"Content-Type must be {JSON_TYPE}"), 415)
+    return None
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    _scheme, sep, netloc = origin.partition("://")
+    host = request.headers.get("host", "")
+    return bool(sep and host) and netloc.lower() == host.lower()
+
+
+JSON_TYPE = "application/json"
 
 # Status -> envelope code for Sanic's own HTTP errors under /api/.
 _CODE_FOR_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
