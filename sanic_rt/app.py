@@ -23,6 +23,7 @@ from .body_limit import limit_body_size
 from .config import Config, ConfigError, ServerConfig, load_config
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
+from .managers import RedisManager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
@@ -138,9 +139,8 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
         options = {"socket_connect_timeout": config.presence.redis.connect_timeout}
-        return socketio.AsyncRedisManager(
-            url, channel=config.cluster.channel, redis_options=options
-        )
+        # Publish first, local delivery only after it: see managers.py.
+        return RedisManager(url, channel=config.cluster.channel, redis_options=options)
     return None
 
 
