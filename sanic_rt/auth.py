@@ -133,16 +133,13 @@ def device_from_handshake(auth: Any) -> str:
     return device[:64] if isinstance(device, str) else ""
 
 
-def dev_key(create: bool = True) -> str:
+def dev_key() -> str:
     """The dev-mode signing key in ``.sanic-rt/dev.key``, created once with mode 0600.
 
-    ``serve`` and ``token`` run in the same directory share it, so a newcomer's
-    tokens work without any config. O_EXCL makes creation race-free when both
-    start at once: the loser reads the winner's key.
+    The dev server creates it in its directory. O_EXCL makes creation race-free
+    when two start at once: the loser reads the winner's key.
     """
     if not DEV_KEY_PATH.exists():
-        if not create:
-            raise ConfigError("<dev>", "auth.secret", f"no key and no {DEV_KEY_PATH}")
         DEV_KEY_PATH.parent.mkdir(mode=0o700, exist_ok=True)
         key = secrets.token_urlsafe(48)
         try:
@@ -153,9 +150,31 @@ def dev_key(create: bool = True) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(key + "\n")
             return key
-    key = DEV_KEY_PATH.read_text().strip()
+    return _read_dev_key(DEV_KEY_PATH)
+
+
+def existing_dev_key(start: Path | None = None) -> str:
+    """The dev server's key for ``sanic-rt token``: ``.sanic-rt/dev.key`` here or in a parent.
+
+    Never creates one: a token signed with a new key would be refused by the
+    server already running with its own.
+    """
+    start = (start or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        if (directory / DEV_KEY_PATH).is_file():
+            return _read_dev_key(directory / DEV_KEY_PATH)
+    raise ConfigError(
+        "sanic-rt token",
+        "",
+        f"no dev key ({DEV_KEY_PATH}) in {start} or its parents: start the dev server "
+        "(sanic-rt serve) first, run this where it runs, or pass --config",
+    )
+
+
+def _read_dev_key(path: Path) -> str:
+    key = path.read_text().strip()
     if not key:
-        raise ConfigError(str(DEV_KEY_PATH), "", "empty dev key file: delete it to make a new one")
+        raise ConfigError(str(path), "", "empty dev key file: delete it to make a new one")
     return key
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import NotFound, SanicException
 from sanic.response import HTTPResponse, json
 
 from .backend import BackendUnavailable
@@ -52,6 +52,22 @@ def json_body(request: Request) -> dict[str, Any]:
 
 def gateway_of(request: Request) -> Any:
     return request.app.ctx.gateway
+
+
+#: What ``GET /`` and every non-API 404 answer: where to go instead of a blank page.
+POINTER = {
+    "service": "sanic-rt",
+    "socket_io_path": "/socket.io/",
+    "health": "/health",
+    "ready": "/ready",
+    "api": "/api/v1/",
+    "docs": "docs/REALTIME_SOCKET_EVENTS.md in the sanic-rt source (client events, HTTP API)",
+}
+
+
+@core.get("/")
+async def index(request: Request) -> HTTPResponse:
+    return json({"ok": True, "data": POINTER})
 
 
 @core.get("/health")
@@ -168,6 +184,8 @@ def install(
         # Every /api/ answer uses the envelope, Sanic's own 404/405/413 too.
         # Elsewhere (/health, plugin pages) Sanic's default rendering stays.
         if not _is_api(request):
+            if isinstance(exc, NotFound):
+                return json(error("not_found", f"no route {request.path}") | {"data": POINTER}, 404)
             return request.app.error_handler.default(request, exc)
         status = getattr(exc, "status_code", 500) if isinstance(exc, SanicException) else 500
         if status >= 500:

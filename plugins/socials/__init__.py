@@ -9,6 +9,7 @@ so ``presence:update`` arrives for them on every node, invisible users hidden.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,10 +18,14 @@ from sanic.response import HTTPResponse
 
 from sanic_rt.hookspecs import hookimpl
 from sanic_rt.http_api import json_body, push_to_users
+from sanic_rt.logs import OncePerInterval
 from sanic_rt.namespace import BaseNamespace
 from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
 
 PATH = "/socials"
+log = logging.getLogger("sanic_rt.plugins.socials")
+# One line per interval, however many connections carry such a token.
+log.addFilter(OncePerInterval())
 
 
 class SocialsNamespace(BaseNamespace):
@@ -48,8 +53,17 @@ def register_namespaces(register: Any) -> None:
 def follows(namespace: str, claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     if namespace != PATH:
         return []
-    friends = claims.get(settings["friends_claim"])
+    name = settings["friends_claim"]
+    friends = claims.get(name)
+    if friends is None:
+        return []
     if not isinstance(friends, list):
+        # Say so: a string would otherwise look like "no friends online" to the user.
+        log.warning(
+            "/socials: claim %r is a %s, not a list of ids: no presence followed",
+            name,
+            type(friends).__name__,
+        )
         return []
     # The token is signed, so the list is trusted; the cap bounds rooms per connection.
     ids = [str(f) for f in friends if isinstance(f, str | int) and not isinstance(f, bool)]
