@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
     pip = [sys.executable, "-m", "pip", "-q"]
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    wheel = ["wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)]
+    build_args = ["wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)]
     build = subprocess.run(
-        [sys.executable, "-m", "pip", *wheel, str(ROOT)],
+        [sys.executable, "-m", "pip", *build_args, str(ROOT)],
         check=True,
         capture_output=True,
         text=True,
