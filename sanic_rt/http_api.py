@@ -207,9 +207,16 @@ def _refuse_cross_site(request: Request, origins: frozenset[str]) -> HTTPRespons
     origin = request.headers.get("origin")
     if origin is not None and not _same_origin(request, origin) and origin.lower() not in origins:
         return json(error("forbidden", "origin not allowed"), 403)
-    if request.method == "POST" and request.content_type.split(";")[0].strip() != JSON_TYPE:
+    if request.method == "POST" and not _json_or_nothing(request):
         return json(error("bad_request", f"Content-Type must be {JSON_TYPE}"), 415)
     return None
+
+
+def _json_or_nothing(request: Request) -> bool:
+    """A JSON body, or none (``POST .../disconnect``; clients label even that one
+    differently, and a browser sends ``Origin`` with every cross-site POST)."""
+    declared = request.headers.get("content-type", "")
+    return not request.body or declared.split(";")[0].strip().lower() == JSON_TYPE
 
 
 def _same_origin(request: Request, origin: str) -> bool:
