@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 JS_DIR := tests/js
 
-.PHONY: run test lint format bench venv test-venv system-deps js-deps clean
+.PHONY: run test test-latest lint typecheck docs format bench venv test-venv system-deps js-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -48,12 +48,34 @@ lint: test-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy, strict on the modules of the public plugin API (pyproject.toml [tool.mypy]);
+# the first-party plugins and examples/polls are checked as plugin authors' code.
+typecheck: test-venv
+	$(BIN)/mypy sanic_rt plugins examples/polls/sanic_rt_polls
+
+# The Plugin API reference, generated from the docstrings; a warning fails the build.
+docs: test-venv
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs/reference build/docs
+	@echo "reference: build/docs/index.html"
+
 format: test-venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: test-venv system-deps js-deps lint
+test: test-venv system-deps js-deps lint typecheck docs
 	$(BIN)/pytest -q
+
+# Not in CI: the suite against the newest releases of the dependencies whose
+# internals we override, past pyproject's upper bounds (pip warns about them).
+LATEST := .venv-latest
+test-latest: system-deps js-deps
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q -e '.[test]'
+	$(LATEST)/bin/pip install -q --no-deps -e examples/polls
+	$(LATEST)/bin/pip install -q --upgrade sanic python-socketio python-engineio uvicorn websockets redis pluggy
+	$(LATEST)/bin/pip list 2>/dev/null | grep -i -E '^(sanic|python-socketio|python-engineio|uvicorn|websockets|redis|pluggy) '
+	$(LATEST)/bin/pytest -q
 
 bench: test-venv system-deps
 	$(BIN)/pip install -q -e '.[bench]'
@@ -62,4 +84,4 @@ bench: test-venv system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules bench/node_modules
+	rm -rf $(VENV) $(LATEST) $(JS_DIR)/node_modules bench/node_modules

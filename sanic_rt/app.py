@@ -205,7 +205,7 @@ def create_app(
     presence.publisher = gateway.publish_presence
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
-        sio.register_namespace(namespace_class(path, gateway, plugins.settings.get(plugin_name)))
+        sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))
     gateway.namespaces = list(namespaces)
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)

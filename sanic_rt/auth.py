@@ -41,6 +41,9 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class AuthenticatedUser:
+    """Who a connection is: ``user_id``, the verified token's ``claims``, ``exp``,
+    ``connected_at`` (epoch seconds) and ``device`` (from the handshake)."""
+
     user_id: str
     claims: dict[str, Any] = field(repr=False)
     exp: float | None

@@ -114,4 +114,5 @@ class PresenceBackend(ABC):
         """Online users, live connections, and connections by namespace."""
 
 
+#: ``factory(config, timings)`` builds a backend; ``register_backends`` registers one.
 BackendFactory = Callable[[Config, Timings], PresenceBackend]

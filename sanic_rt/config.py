@@ -143,9 +143,11 @@ class Config:
 
     @property
     def production(self) -> bool:
+        """Whether ``[server] mode`` is ``production``."""
         return self.server.mode == "production"
 
     def replace(self, **sections: Any) -> Config:
+        """A copy with whole sections replaced (``config.replace(server=...)``)."""
         return dataclasses.replace(self, **sections)
 
 

@@ -35,7 +35,12 @@ HTTP_STATUS = {
 
 
 class AckError(Exception):
-    """Raised by a handler to answer with an error envelope."""
+    """Raised by a handler (or an HTTP route) to answer with an error envelope.
+
+    :param code: one of :data:`ERROR_CODES` (``bad_request``, ``forbidden``, ...).
+    :param message: a one-line reason for the client.
+    :param field: the payload field at fault, if any.
+    """
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         assert code in ERROR_CODES, code
@@ -43,6 +48,7 @@ class AckError(Exception):
         self.code, self.message, self.field = code, message, field
 
     def envelope(self) -> dict[str, Any]:
+        """The error envelope ``{"ok": false, "error": {"code", "message", "field"?}}``."""
         return error(self.code, self.message, self.field)
 
 

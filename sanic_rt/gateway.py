@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import socketio
 
@@ -20,26 +20,60 @@ from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import PublicView
 
+if TYPE_CHECKING:
+    from .namespace import BaseNamespace
+
+    N = TypeVar("N", bound=BaseNamespace)
+
 log = logging.getLogger("sanic_rt")
 MANAGER_PING_TIMEOUT = 1.0
 
 
 def user_room(user_id: str) -> str:
+    """The room of every connection of ``user_id`` (on each namespace): emit to it to reach them."""
     return f"user:{user_id}"
 
 
 def presence_room(user_id: str) -> str:
+    """The room that receives ``presence:update`` for ``user_id``."""
     return f"presence:{user_id}"
 
 
 @dataclass
 class Gateway:
+    """The services one app shares; ``app.ctx.gateway``, ``self.gateway`` in a namespace.
+
+    :ivar config: the app's whole :class:`~sanic_rt.api.Config`.
+    :ivar sio: the python-socketio ``AsyncServer``.
+    :ivar presence: the :class:`~sanic_rt.api.Presence` API.
+    :ivar namespaces: the registered namespace paths.
+    """
+
     config: Config
     sio: socketio.AsyncServer
     presence: Presence
     verifier: TokenVerifier
     plugins: PluginHost
     namespaces: list[str] = field(default_factory=list)
+
+    def namespace(self, path: str, kind: type[N] | None = None) -> N:
+        """This app's instance of the namespace registered at ``path``.
+
+        The documented way for a plugin to reach its own namespace (its state,
+        ``emit``) from an HTTP route or a hook; do not use ``sio.namespace_handlers``.
+
+        :param path: the namespace path, e.g. ``"/polls"``.
+        :param kind: the expected class, so the result is typed as it; an
+            instance of another class raises ``TypeError``.
+        :raises LookupError: no namespace is registered at ``path``.
+        """
+        handler = self.sio.namespace_handlers.get(path)
+        if handler is None or path not in self.namespaces:
+            raise LookupError(f"no namespace {path} (have: {', '.join(self.namespaces)})")
+        if kind is not None and not isinstance(handler, kind):
+            raise TypeError(f"namespace {path} is a {type(handler).__name__}, not {kind.__name__}")
+        namespace: N = handler
+        return namespace
 
     async def publish_presence(self, changes: list[PublicView]) -> None:
         """Send each visible change once, to its subscribers in every namespace."""
@@ -54,9 +88,15 @@ class Gateway:
     ) -> tuple[int, int]:
         """Emit ``event`` to each user's connections on ``namespace``, cluster-wide.
 
-        Returns (users, users with a live connection on that namespace). The
-        presence lookup comes first: if storage is unavailable this raises
+        The presence lookup comes first: if storage is unavailable this raises
         before anything is sent, so a caller's retry sends no duplicates.
+
+        :param user_ids: who to send to; duplicates are sent once.
+        :param namespace: the namespace path whose connections receive it.
+        :param event: the Socket.IO event name.
+        :param data: the event's payload.
+        :returns: ``(users, connected)``: how many users, and how many of them
+            had a live connection on ``namespace``.
         """
         ids = list(dict.fromkeys(user_ids))
         records = await self.presence.get_many(ids)

@@ -6,10 +6,11 @@ Every ``/api/`` response uses the ack envelope. Plugin blueprints under
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sanic import Blueprint, Request, Sanic
 from sanic.exceptions import NotFound, SanicException
@@ -19,8 +20,15 @@ from .backend import BackendUnavailable
 from .envelope import HTTP_STATUS, AckError, error, ok
 from .validation import IdList, validate
 
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .namespace import BaseNamespace
+
+    N = TypeVar("N", bound=BaseNamespace)
+
 log = logging.getLogger("sanic_rt.api")
 
+#: Routes under this prefix get the API-key check and the error envelope.
 API_PREFIX = "/api/"
 MAX_QUERY_IDS = 500
 
@@ -28,19 +36,40 @@ core = Blueprint("sanic_rt_core")
 
 
 def envelope(data: Any = None, status: int = 200) -> HTTPResponse:
+    """The success envelope ``{"ok": true, "data": data}`` as a JSON response.
+
+    :param data: anything JSON-serialisable.
+    :param status: the HTTP status (200 unless you say otherwise).
+
+    To answer with an error, raise :class:`~sanic_rt.api.AckError` instead:
+    under ``/api/`` it becomes the error envelope with its HTTP status.
+    """
     return json(ok(data), status=status)
 
 
 async def push_to_users(
     request: Request, user_ids: list[str], namespace: str, event: str, data: Any
 ) -> HTTPResponse:
-    """Emit ``event`` to users' connections on ``namespace``; answer ``{users, connected}``."""
+    """Emit ``event`` to users' connections on ``namespace``; answer ``{users, connected}``.
+
+    The HTTP face of :meth:`Gateway.push <sanic_rt.api.Gateway.push>`: cluster-wide,
+    and ``unavailable`` (503) before anything is sent if presence storage is down.
+
+    :param request: the route's request (its app's gateway does the push).
+    :param user_ids: who to send to; duplicates are sent once.
+    :param namespace: the namespace path whose connections receive it.
+    :param event: the Socket.IO event name.
+    :param data: the event's payload.
+    """
     users, connected = await gateway_of(request).push(user_ids, namespace, event, data)
     return envelope({"users": users, "connected": connected})
 
 
 def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or ``bad_request``."""
+    """The request's JSON body, which must be an object; else ``AckError("bad_request")``.
+
+    :param request: the route's request.
+    """
     try:
         body = request.json
     except Exception:
@@ -50,8 +79,47 @@ def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def gateway_of(request: Request) -> Any:
-    return request.app.ctx.gateway
+def gateway_of(request: Request) -> Gateway:
+    """The :class:`~sanic_rt.api.Gateway` of the app serving ``request``."""
+    gateway: Gateway = request.app.ctx.gateway
+    return gateway
+
+
+def namespace_of(request: Request, path: str, kind: type[N] | None = None) -> N:
+    """This app's instance of the namespace registered at ``path``.
+
+    :param request: the route's request.
+    :param path: the namespace path, e.g. ``"/polls"``.
+    :param kind: the expected class (your namespace class), so the result is
+        typed as it; a mismatch raises ``TypeError``.
+    :raises LookupError: no namespace is registered at ``path``.
+
+    See :meth:`Gateway.namespace <sanic_rt.api.Gateway.namespace>` for the same
+    from a hook or a namespace.
+    """
+    return gateway_of(request).namespace(path, kind)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[HTTPResponse]])
+
+
+def require_api_key(handler: Handler) -> Handler:
+    """Guard a route outside ``/api/`` with the API-key check of ``/api/`` routes.
+
+    Routes under ``/api/`` are already guarded; decorate a handler registered
+    elsewhere (for example a webhook under ``/hooks/``) to require
+    ``Authorization: Bearer <key>`` as well. A missing or wrong key answers
+    401 ``unauthorized`` in the envelope.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+        refusal: HTTPResponse | None = await request.app.ctx.check_api_key(request, True)
+        if refusal is not None:
+            return refusal
+        return await handler(request, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
 
 
 #: What ``GET /`` and every non-API 404 answer: where to go instead of a blank page.
@@ -137,7 +205,10 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
 
 
 def install(
-    app: Sanic, api_keys: list[str], production: bool, allowed_origins: Iterable[str] = ()
+    app: Sanic[Any, Any],
+    api_keys: list[str],
+    production: bool,
+    allowed_origins: Iterable[str] = (),
 ) -> None:
     """Add the core routes, the API-key check and the envelope error handlers.
 
@@ -154,8 +225,8 @@ def install(
             log.warning("no [api] keys: the HTTP API under /api/ is open (dev mode)")
 
     @app.on_request
-    async def check_api_key(request: Request) -> HTTPResponse | None:
-        if not _is_api(request):
+    async def check_api_key(request: Request, guarded: bool = False) -> HTTPResponse | None:
+        if not guarded and not _is_api(request):
             return None
         if not keys:
             if production:
@@ -170,6 +241,8 @@ def install(
         if scheme.lower() != "bearer" or not presented or not matched:
             return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
+
+    app.ctx.check_api_key = check_api_key  # for require_api_key
 
     @app.exception(AckError)
     async def ack_error(request: Request, exc: AckError) -> HTTPResponse:

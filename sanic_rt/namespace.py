@@ -80,6 +80,21 @@ class ConnState:
 
 
 class BaseNamespace(socketio.AsyncNamespace):
+    """The base of every namespace: dispatch, acks, auth, rate limit and presence events.
+
+    Subclass it and add ``async def on_<event>(self, sid, data)`` handlers (the
+    dispatch rule is in the module docstring). It is instantiated once per app
+    as ``namespace_class(path, gateway, settings)``: build your schemas and
+    per-namespace state in ``__init__``.
+
+    :ivar gateway: the app's :class:`~sanic_rt.api.Gateway`.
+    :ivar settings: this plugin's settings (what its ``configure`` returned).
+    :ivar presence: the :class:`~sanic_rt.api.Presence` API.
+
+    python-socketio's ``emit``, ``enter_room``, ``leave_room`` and ``rooms``
+    are inherited; ``emit`` defaults to the namespace's own path.
+    """
+
     def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
         super().__init__(namespace)
         self.gateway = gateway
@@ -98,6 +113,7 @@ class BaseNamespace(socketio.AsyncNamespace):
     # --- the one way to get the current user ------------------------------------
 
     def user(self, sid: str) -> AuthenticatedUser:
+        """The connection's authenticated user (the one way to get it)."""
         return self._conns[sid].user
 
     # --- dispatch ------------------------------------------------------------
@@ -177,8 +193,8 @@ class BaseNamespace(socketio.AsyncNamespace):
         followed = follows - {user_id}
         if followed:  # else keep the shared empty default: frozenset(set()) is a new object
             state.follows = frozenset(followed)
-        for followed in state.follows:
-            await self.enter_room(sid, presence_room(followed))
+        for followed_id in state.follows:
+            await self.enter_room(sid, presence_room(followed_id))
         self._schedule_expiry(sid, state)
         await gw.plugins.notify("user_connected", user=user, namespace=self.namespace, sid=sid)
         return True
@@ -261,7 +277,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         return {"status": status}
 
     async def on_auth_refresh(self, sid: str, data: Any) -> dict[str, Any]:
-        payload = validate(data, {"token": Id(max_len=1 << 20)})
+        payload = validate(data, {"token": Id(max_length=1 << 20)})
         try:
             user_id, claims = await self.gateway.verifier.verify(payload["token"])
         except AuthError as err:

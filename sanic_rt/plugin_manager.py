@@ -4,12 +4,20 @@ Plugins are found through entry points: ``sanic_rt.plugins`` (namespaces,
 routes, policies; chosen by ``[plugins] enabled``) and ``sanic_rt.backends``
 (presence backends; always loaded). First-party plugins come through the same
 groups as third-party ones.
+
+Every hook is called through pluggy (``pm.hook.<name>(...)``), so wrappers
+(``wrapper=True``/``hookwrapper=True``), ordering (``tryfirst``/``trylast``) and
+``pm.enable_tracing()`` see every call. Arguments that differ per plugin (its
+own ``settings``, a ``register`` callback that knows its name) are passed as
+:class:`PerPlugin` values, which each implementation's adapter resolves.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
@@ -36,6 +44,78 @@ async def await_me_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+class PerPlugin:
+    """A hook argument whose value depends on the implementing plugin.
+
+    ``value_for(plugin_name)`` gives that plugin's value (its own settings, a
+    ``register`` that records who registered); ``collect(plugin_name, result)``,
+    if given, is told what each plugin's implementation returned.
+    """
+
+    __slots__ = ("collect", "value_for")
+
+    def __init__(
+        self,
+        value_for: Callable[[str], Any],
+        collect: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.value_for, self.collect = value_for, collect
+
+
+#: set on an exception raised by a hook implementation: the plugin's name
+FAILING_PLUGIN_ATTR = "sanic_rt_plugin"
+
+
+def _blame(err: BaseException, plugin: str, hook: str) -> None:
+    """Name the failing plugin in the exception (for logs and start-up errors)."""
+    if getattr(err, FAILING_PLUGIN_ATTR, None) is None:
+        setattr(err, FAILING_PLUGIN_ATTR, plugin)
+        err.add_note(f"raised by plugin {plugin!r} in hook {hook!r}")
+
+
+async def _blamed(awaitable: Any, plugin: str, hook: str) -> Any:
+    try:
+        return await awaitable
+    except Exception as err:
+        _blame(err, plugin, hook)
+        raise
+
+
+def _adapt(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    """``function`` with its :class:`PerPlugin` arguments resolved for ``plugin``.
+
+    ``functools.wraps`` keeps the signature pluggy reads the argument names
+    from; a generator (a wrapper) stays a generator function, as pluggy requires.
+    """
+
+    def resolved(args: tuple[Any, ...]) -> list[Any]:
+        return [a.value_for(plugin) if isinstance(a, PerPlugin) else a for a in args]
+
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def wrapper_adapter(*args: Any) -> Generator[Any, Any, Any]:
+            return (yield from function(*resolved(args)))
+
+        return wrapper_adapter
+
+    @functools.wraps(function)
+    def adapter(*args: Any) -> Any:
+        try:
+            result = function(*resolved(args))
+        except Exception as err:
+            _blame(err, plugin, hook)
+            raise
+        if inspect.isawaitable(result):
+            result = _blamed(result, plugin, hook)
+        for arg in args:
+            if isinstance(arg, PerPlugin) and arg.collect is not None:
+                arg.collect(plugin, result)
+        return result
+
+    return adapter
 
 
 @dataclass
@@ -117,9 +197,26 @@ class PluginHost:
     def _pm_register(self, obj: Any, name: str) -> None:
         # pluggy checks each hookimpl's arguments against its spec here.
         try:
-            self.pm.register(obj, name=name)
+            self.pm.register(self._adapted(obj, name), name=name)
         except pluggy.PluginValidationError as err:
             raise PluginError(f"plugin {name!r}: {_one_line(err)}") from None
+
+    def _adapted(self, obj: Any, name: str) -> Any:
+        """What pluggy registers for ``obj``: its hook implementations, adapted.
+
+        Same names, signatures and hookimpl options (wrapper, tryfirst, ...);
+        each resolves :class:`PerPlugin` arguments for plugin ``name``.
+        """
+        proxy = types.SimpleNamespace(__name__=getattr(obj, "__name__", name), plugin=obj)
+        for attr in dir(obj):
+            opts = self.pm.parse_hookimpl_opts(obj, attr)
+            if opts is None:
+                continue
+            hook = opts.get("specname") or attr
+            function = _adapt(getattr(obj, attr), name, hook)
+            setattr(function, f"{self.pm.project_name}_impl", dict(opts))
+            setattr(proxy, attr, function)
+        return proxy
 
     def _check_hooks(self) -> None:
         # A typo in a hook name must fail loudly, not silently never run.
@@ -130,23 +227,20 @@ class PluginHost:
             raise PluginError(f"plugin {name!r}: {_one_line(err)}") from None
 
     def _configure(self) -> None:
-        for impl in self.pm.hook.configure.get_hookimpls():
-            table = self.config.plugins.settings.get(impl.plugin_name, {})
-            try:
-                self.settings[impl.plugin_name] = self._call_impl(
-                    impl, settings=table, config=self.config
-                )
-            except (PluginConfigError, ValueError, TypeError) as err:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r}: invalid [plugins.{impl.plugin_name}]: {err}"
-                ) from None
+        def table_of(name: str) -> Any:
+            return self.config.plugins.settings.get(name, {})
+
+        def keep(name: str, result: Any) -> None:
+            self.settings[name] = result
+
+        try:
+            self.pm.hook.configure(settings=PerPlugin(table_of, keep), config=self.config)
+        except (PluginConfigError, ValueError, TypeError) as err:
+            name = getattr(err, FAILING_PLUGIN_ATTR, "?")
+            raise PluginError(f"plugin {name!r}: invalid [plugins.{name}]: {err}") from None
         for name in self.config.plugins.settings:
             if name not in self.infos:
                 raise PluginError(f"plugin {name!r}: [plugins.{name}] given but not enabled")
-
-    @staticmethod
-    def _call_impl(impl: Any, **kwargs: Any) -> Any:
-        return impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
 
     def settings_for(self, name: str) -> Any:
         """A plugin's settings: what its ``configure`` returned, else its raw table."""
@@ -156,26 +250,20 @@ class PluginHost:
         return self.config.plugins.settings.get(name, {})
 
     def call_per_plugin(self, hook_name: str, make_register: Callable[[str], Any]) -> None:
-        """Call a register-callback hook on each plugin with its own settings."""
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            name = impl.plugin_name
-            self._call_impl(
-                impl,
-                register=make_register(name),
-                config=self.config,
-                settings=self.settings_for(name),
-            )
+        """Call a register-callback hook; each plugin gets its own ``register`` and settings."""
+        self._results_per_plugin(hook_name, register=PerPlugin(make_register), config=self.config)
 
     def _results_per_plugin(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        # Each implementation gets its own plugin's settings, so a policy hook
-        # (authorize, follows) reads its own config without module-level state:
-        # one process may hold several apps with different configs (tests).
-        results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            settings = self.settings_for(impl.plugin_name)
-            results.append(self._call_impl(impl, settings=settings, **kwargs))
+        """Call a hook through pluggy; its results (values or awaitables), in call order.
+
+        Each implementation gets its own plugin's settings, so a policy hook
+        (authorize, follows) reads its own config without module-level state:
+        one process may hold several apps with different configs (tests).
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        if caller.spec is not None and "settings" in caller.spec.argnames:
+            kwargs.setdefault("settings", PerPlugin(self.settings_for))
+        results: list[Any] = caller(**kwargs)
         return results
 
     # --- registries built from hooks ----------------------------------------------
@@ -186,16 +274,15 @@ class PluginHost:
         def make_register(plugin: str) -> Callable[[str, BackendFactory], None]:
             def register(name: str, factory: BackendFactory) -> None:
                 if name in found:
+                    first, second = _by_name(found[name][0], plugin)
                     raise PluginError(
-                        f"presence backend {name!r} registered by both "
-                        f"{found[name][0]!r} and {plugin!r}"
+                        f"presence backend {name!r} registered by both {first!r} and {second!r}"
                     )
                 found[name] = (plugin, factory)
 
             return register
 
-        for impl in self.pm.hook.register_backends.get_hookimpls():
-            self._call_impl(impl, register=make_register(impl.plugin_name))
+        self._results_per_plugin("register_backends", register=PerPlugin(make_register))
         return {name: factory for name, (_plugin, factory) in found.items()}
 
     def namespaces(self) -> dict[str, tuple[str, type]]:
@@ -215,9 +302,8 @@ class PluginHost:
                         f"plugin {plugin!r}: namespace {path} must subclass BaseNamespace"
                     )
                 if path in found:
-                    raise PluginError(
-                        f"namespace {path} claimed by both {found[path][0]!r} and {plugin!r}"
-                    )
+                    first, second = _by_name(found[path][0], plugin)
+                    raise PluginError(f"namespace {path} claimed by both {first!r} and {second!r}")
                 found[path] = (plugin, namespace_class)
                 self.infos[plugin].namespaces.append(path)
 
@@ -225,6 +311,17 @@ class PluginHost:
 
         self.call_per_plugin("register_namespaces", make_register)
         return found
+
+    def build_namespace(self, plugin: str, namespace_class: type, path: str, gateway: Any) -> Any:
+        """Instantiate a registered namespace; a bad schema in its ``__init__`` stops start-up.
+
+        A ``TypeError``/``ValueError`` there (e.g. a validation field with a
+        wrong option) becomes one line naming the plugin and the namespace.
+        """
+        try:
+            return namespace_class(path, gateway, self.settings.get(plugin))
+        except (TypeError, ValueError) as err:
+            raise PluginError(f"plugin {plugin!r}: namespace {path}: {err}") from None
 
     def blueprints(self) -> list[Any]:
         found: list[Any] = []
@@ -244,14 +341,16 @@ class PluginHost:
     # --- runtime hooks ------------------------------------------------------------
 
     async def authorize(self, user: Any, namespace: str, action: str, resource: Any) -> bool:
+        """Any plugin's ``False`` wins (every answer is awaited: none is left pending)."""
+        allowed = True
         for result in self._results_per_plugin(
             "authorize", user=user, namespace=namespace, action=action, resource=resource
         ):
             if await await_me_maybe(result) is False:
-                return False
-        return True
+                allowed = False
+        return allowed
 
-    async def follows(self, user: Any, namespace: str, claims: dict) -> set[str]:
+    async def follows(self, user: Any, namespace: str, claims: dict[str, Any]) -> set[str]:
         followed: set[str] = set()
         for result in self._results_per_plugin(
             "follows", user=user, namespace=namespace, claims=claims
@@ -262,8 +361,15 @@ class PluginHost:
         return followed
 
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        for result in getattr(self.pm.hook, hook_name)(**kwargs):
+        """Call a hook whose results are not used; await each implementation in turn."""
+        for result in self._results_per_plugin(hook_name, **kwargs):
             await await_me_maybe(result)
+
+
+def _by_name(one: str, other: str) -> tuple[str, str]:
+    # Hooks run in pluggy's order (last registered first); name a clash the same way always.
+    first, second = sorted((one, other))
+    return first, second
 
 
 def plugin_listing(config: Config) -> list[PluginInfo]:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .backend import BackendUnavailable, PresenceBackend, PresenceStats, TouchResult
 from .config import PresenceConfig
@@ -23,11 +23,12 @@ from .tasks import BackgroundTasks
 log = logging.getLogger("sanic_rt.presence")
 
 Publisher = Callable[[list[PublicView]], Awaitable[None]]
+T = TypeVar("T")
 SWEEP_LIMIT = 1000
 
 
 class TooManyConnections(Exception):
-    pass
+    """:meth:`Presence.connect` refused: the user has ``max_connections_per_user`` already."""
 
 
 class RateLimitedLog:
@@ -106,6 +107,17 @@ class HeartbeatBatcher:
 
 
 class Presence:
+    """The presence API: one per app, ``gateway.presence`` (``self.presence`` in a namespace).
+
+    Each user has one record, shared by every namespace, device and node. A
+    namespace's connections are registered and refreshed by the core; a plugin
+    mostly *reads* presence (:meth:`get`, :meth:`get_many`, :meth:`is_online`)
+    and may set a user's status (:meth:`set_status`). Every method may raise
+    :class:`~sanic_rt.api.BackendUnavailable` while storage is down; inside an
+    event handler or an ``/api/`` route that becomes the ``unavailable`` answer
+    by itself.
+    """
+
     def __init__(
         self,
         backend: PresenceBackend,
@@ -129,6 +141,7 @@ class Presence:
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the backend and the refresh and sweep jobs (the app does this)."""
         await self.backend.start()
         self._tasks = [
             asyncio.create_task(self._every(self.config.ttl / 3, self.refresh_local)),
@@ -136,6 +149,7 @@ class Presence:
         ]
 
     async def close(self) -> None:
+        """Stop the jobs and leave this node's users in their grace (the app does this)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -164,7 +178,7 @@ class Presence:
 
     # --- the backend boundary ----------------------------------------------------
 
-    async def _call(self, coro: Awaitable[Any]) -> Any:
+    async def _call(self, coro: Awaitable[T]) -> T:
         try:
             result = await coro
         except BackendUnavailable as err:
@@ -228,7 +242,12 @@ class Presence:
         await self._publish(result.changes)
 
     async def mark_user_online(self, user_id: str, sid: str) -> str:
-        """Refresh this connection and count it as activity; returns the user's status."""
+        """Refresh this connection and count it as activity (what ``ping`` does).
+
+        :param user_id: the connection's user.
+        :param sid: the connection's session id.
+        :returns: the user's effective status after the refresh.
+        """
         conn = self.local.get(sid)
         if conn is None or conn.user_id != user_id:
             conn = Connection(user_id, sid, "", "")
@@ -253,6 +272,7 @@ class Presence:
             await coro
 
     async def disconnect(self, user_id: str, sid: str, schedule: bool = True) -> None:
+        """Unregister a connection (the core does this); the last one starts the offline grace."""
         self.local.pop(sid, None)
         self._activity_flushed.pop(sid, None)
         result = await self._call(self.backend.disconnect(user_id, sid, self.clock()))
@@ -288,6 +308,7 @@ class Presence:
             await self._touch(conns[i : i + size], activity=False)
 
     async def sweep(self) -> None:
+        """Settle every user whose deadline passed, any node's (the periodic job)."""
         while True:
             changes = await self._call(self.backend.sweep(self.clock(), SWEEP_LIMIT))
             await self._publish(changes)
@@ -297,6 +318,18 @@ class Presence:
     # --- status and queries --------------------------------------------------------
 
     async def set_status(self, user_id: str, status: str) -> PresenceRecord:
+        """Set the user's chosen status; it is kept across reconnects and announced.
+
+        :param user_id: whose status.
+        :param status: one of ``online``, ``away``, ``dnd``, ``invisible``.
+        :returns: the user's record after the change.
+        :raises ValueError: for any other status.
+
+        Example, from a handler::
+
+            record = await self.presence.set_status(self.user(sid).user_id, "dnd")
+            assert record.status in ("dnd", "offline")
+        """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         record, changes = await self._call(self.backend.set_status(user_id, status, self.clock()))
@@ -304,24 +337,73 @@ class Presence:
         return record
 
     async def get(self, user_id: str) -> PresenceRecord:
+        """One user's record; an unknown user comes back offline (never an error).
+
+        :param user_id: whose record.
+
+        Example::
+
+            record = await gateway.presence.get("customer-1")
+            if record.online:
+                print(record.status, record.connections, record.namespaces)
+            else:
+                print("last seen", record.last_seen)  # None if never seen
+        """
         return (await self.get_many([user_id]))[user_id]
 
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, PresenceRecord]:
+        """Records for many users in one round trip, by user id.
+
+        :param user_ids: whose records; every id is a key of the result.
+
+        Example::
+
+            records = await gateway.presence.get_many(["ann", "bob"])
+            online = [uid for uid, record in records.items() if record.online]
+        """
         return await self._call(self.backend.get_many(list(user_ids), self.clock()))
 
     async def is_online(self, user_id: str) -> bool:
+        """Whether the user has a live connection (or is within the offline grace).
+
+        An ``invisible`` user is online here: this is the truth, for servers.
+        Show other users :meth:`PresenceRecord.view_for` instead.
+
+        Example::
+
+            if not await self.presence.is_online(agent_id):
+                raise AckError("not_found", "no agent online")
+        """
         return (await self.get(user_id)).online
 
     async def online_count(self) -> int:
+        """How many users are online (invisible ones included)."""
         return await self._call(self.backend.online_count())
 
     async def online_users(
         self, cursor: str | None = None, limit: int = 100
     ) -> tuple[list[str], str | None]:
+        """A page of online user ids in id order, and the cursor of the next page.
+
+        :param cursor: ``None`` for the first page, then the cursor returned.
+        :param limit: page size.
+        :returns: ``(user_ids, next_cursor)``; ``next_cursor`` is ``None`` at the end.
+
+        Example::
+
+            cursor = None
+            while True:
+                page, cursor = await gateway.presence.online_users(cursor, limit=500)
+                ...
+                if cursor is None:
+                    break
+        """
         return await self._call(self.backend.online_users(cursor, limit))
 
     async def stats(self) -> PresenceStats:
+        """Online users, live connections, and connections by namespace."""
         return await self._call(self.backend.stats(self.clock()))
 
     async def check(self) -> None:
+        """Raise :class:`~sanic_rt.api.BackendUnavailable` unless storage answers (``/ready``)."""
         await self._call(self.backend.check())

@@ -17,6 +17,8 @@ STATUSES = ("online", "away", "dnd", "invisible")
 
 @dataclass(frozen=True)
 class Timings:
+    """Presence timings in seconds, as a backend receives them (from ``[presence]``)."""
+
     ttl: float = 60.0
     offline_grace: float = 5.0
     idle_timeout: float = 300.0
@@ -42,6 +44,7 @@ class PublicView:
     last_seen: float | None
 
     def as_dict(self) -> dict[str, Any]:
+        """The ``presence:update`` payload."""
         return {
             "user_id": self.user_id,
             "online": self.online,
@@ -52,7 +55,17 @@ class PublicView:
 
 @dataclass(frozen=True)
 class PresenceRecord:
-    """The user's presence as it is (the user themself and the HTTP API see this)."""
+    """The user's presence as it is (the user themself and the HTTP API see this).
+
+    :ivar status: the effective status: ``online``, ``away`` (idle), ``dnd``,
+        ``invisible`` or ``offline``.
+    :ivar chosen_status: what the user set; kept across reconnects.
+    :ivar last_seen: when the user was last online (epoch seconds), or ``None``.
+    :ivar connections: live connections, on every node.
+    :ivar namespaces: the namespaces those connections are on.
+    :ivar sids: ``(sid, namespace)`` of each live connection.
+    :ivar public: what other users see (:class:`PublicView`).
+    """
 
     user_id: str
     online: bool
@@ -66,6 +79,7 @@ class PresenceRecord:
     public: PublicView | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The record as the HTTP API answers it (JSON-ready)."""
         return {
             "user_id": self.user_id,
             "online": self.online,

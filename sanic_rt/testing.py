@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import uvicorn
+from sanic import Sanic
 
 from .app import create_app
 from .auth import mint_token
@@ -40,9 +41,14 @@ STOP_TIMEOUT = 15.0
 def inline_plugin(name: str, **hooks: Callable[..., Any]) -> tuple[str, Any]:
     """A plugin object whose hook implementations are the given functions.
 
-    Keyword names are hook names (``register_namespaces=...``); a name that is
-    no hook fails at load like any typo'd hook. Returns ``(name, plugin)`` for
-    ``create_app(extra_plugins=[...])`` or :func:`running_app`.
+    :param name: the plugin's name (in messages and ``[plugins.<name>]``).
+    :param hooks: hook name -> function (``register_namespaces=...``); a name
+        that is no hook fails at load like any typo'd hook.
+    :returns: ``(name, plugin)`` for :func:`running_app` or
+        ``create_app(extra_plugins=[...])``.
+
+    For pluggy options (``wrapper=True``, ``tryfirst=True``) register an object
+    whose methods carry ``@hookimpl(...)`` instead: ``("name", obj)``.
     """
     plugin = types.SimpleNamespace()
     for hook_name, function in hooks.items():
@@ -51,7 +57,11 @@ def inline_plugin(name: str, **hooks: Callable[..., Any]) -> tuple[str, Any]:
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """A :class:`Config` from nested dicts shaped like the TOML file, no file needed.
+    """A :class:`~sanic_rt.api.Config` from nested dicts shaped like the TOML file.
+
+    :param data: sections as dicts, e.g. ``{"auth": {"secret": "..."}}``; no
+        ``[server] mode`` needed (it defaults to dev).
+    :raises ConfigError: as for a file.
 
     The process environment is ignored, so ``SANIC_RT_*`` variables never leak in.
     """
@@ -69,7 +79,11 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """A config dict (shaped like the file) as TOML text, for a server started through the CLI."""
+    """A config dict (shaped like the file) as TOML text, for a server started through the CLI.
+
+    :param data: sections as dicts, as for :func:`config_from_dict`.
+    :param prefix: the dotted table name ``data`` is nested under (for recursion).
+    """
     scalars, tables = [], []
     for key, value in data.items():
         if isinstance(value, Mapping):
@@ -84,23 +98,34 @@ def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
 
 
 def token(config: Config, user_id: str, ttl: float = 600, **claims: Any) -> str:
-    """A token the app built from ``config`` accepts (HS* with its secret)."""
+    """A token the app built from ``config`` accepts (HS* with its secret).
+
+    :param config: the app's config (its ``[auth]`` secret signs the token).
+    :param user_id: the ``sub`` claim.
+    :param ttl: seconds until the token expires.
+    :param claims: extra claims, e.g. ``friends=["bob"]`` or ``role="agent"``.
+    """
     return mint_token(config, user_id, ttl, claims)
 
 
 @contextlib.asynccontextmanager
 async def running_app(
     config: Config, plugins: Iterable[tuple[str, Any]] = ()
-) -> AsyncIterator[tuple[Any, str]]:
+) -> AsyncIterator[tuple[Sanic[Any, Any], str]]:
     """Serve ``create_app(config, extra_plugins=plugins)`` in this process: ``(app, url)``.
 
     The real ASGI stack (uvicorn, python-socketio, Sanic) on a free port of
-    127.0.0.1; it is stopped when the block ends.
+    127.0.0.1; the block begins once the server has really started, and it is
+    stopped when the block ends. ``app.ctx.gateway`` is the app's
+    :class:`~sanic_rt.api.Gateway`.
+
+    :param config: the app's config (its host and port are replaced).
+    :param plugins: extra ``(name, plugin)`` pairs, e.g. from :func:`inline_plugin`.
     """
     config = config.replace(server=dataclasses.replace(config.server, host=LOOPBACK, port=0))
     app = create_app(config, extra_plugins=plugins)
     server = uvicorn.Server(uvicorn_config(config, app.ctx.asgi))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,unused-ignore]
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + START_TIMEOUT
     while not server.started:

@@ -31,6 +31,7 @@ def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
         timeout=300,
     )
     assert not (target / "backends").exists() and not (target / "plugins").exists()
+    assert (target / "sanic_rt" / "py.typed").exists()  # type checkers read our hints
     probe = (
         "import sanic_rt, sanic_rt.backends.redis as r, sanic_rt.plugins.chats as c;"
         "import sanic_rt.backends.memcached, sanic_rt.plugins.socials;"

@@ -13,11 +13,20 @@ import time
 import uuid
 from typing import Any
 
-from sanic_rt.backend import BackendUnavailable
-from sanic_rt.envelope import AckError
-from sanic_rt.hookspecs import hookimpl
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Bool, Choice, Id, Int, Text, validate, validate_settings
+from sanic_rt.api import (
+    AckError,
+    BackendUnavailable,
+    BaseNamespace,
+    Bool,
+    Choice,
+    Gateway,
+    Id,
+    Int,
+    Text,
+    hookimpl,
+    validate,
+    validate_settings,
+)
 
 PATH = "/chats"
 MEMBERSHIPS = ("claim", "open")
@@ -44,6 +53,14 @@ def message_id(sender_id: str, conversation_id: str, client_id: str | None) -> s
 
 
 class ChatsNamespace(BaseNamespace):
+    def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
+        super().__init__(namespace, gateway, settings)
+        # Built once, at registration: a wrong option stops start-up, not the first message.
+        self.message_fields = {
+            "text": Text(max_length=self.settings["max_text_length"]),
+            "client_id": Id(optional=True),
+        }
+
     def _joined(self, sid: str, data: Any, **fields: Any) -> dict[str, Any]:
         """Validate ``data`` and require that this connection joined its conversation."""
         payload = validate(data, {"conversation_id": Id(), **fields})
@@ -63,12 +80,7 @@ class ChatsNamespace(BaseNamespace):
         return {"conversation_id": conversation_id}
 
     async def on_chat_message(self, sid: str, data: Any) -> dict[str, Any]:
-        payload = self._joined(
-            sid,
-            data,
-            text=Text(max_len=self.settings["max_text_length"]),
-            client_id=Id(optional=True),
-        )
+        payload = self._joined(sid, data, **self.message_fields)
         if not payload["text"].strip():
             raise AckError("bad_request", "text: must not be empty", field="text")
         sender_id = self.user(sid).user_id

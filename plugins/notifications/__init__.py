@@ -14,11 +14,20 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from sanic_rt.gateway import user_room
-from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import json_body, push_to_users
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Id, IdList, Int, Json, Text, validate, validate_settings
+from sanic_rt.api import (
+    BaseNamespace,
+    Id,
+    IdList,
+    Int,
+    Json,
+    Text,
+    hookimpl,
+    json_body,
+    push_to_users,
+    user_room,
+    validate,
+    validate_settings,
+)
 
 PATH = "/notifications"
 
@@ -58,10 +67,10 @@ def register_routes(register: Any, settings: dict[str, Any]) -> None:
             json_body(request),
             {
                 "user_ids": IdList(max_items=settings["max_user_ids"]),
-                "type": Id(max_len=64),
-                "title": Text(max_len=settings["max_title_length"]),
+                "type": Id(max_length=64),
+                "title": Text(max_length=settings["max_title_length"]),
                 "body": Text(
-                    min_len=0, max_len=settings["max_body_length"], optional=True, default=""
+                    min_length=0, max_length=settings["max_body_length"], optional=True, default=""
                 ),
                 "data": Json(optional=True, default={}),
             },

@@ -12,10 +12,18 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import json_body, push_to_users
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
+from sanic_rt.api import (
+    BaseNamespace,
+    Id,
+    IdList,
+    Int,
+    Json,
+    hookimpl,
+    json_body,
+    push_to_users,
+    validate,
+    validate_settings,
+)
 
 PATH = "/orders"
 DEFAULT_MAX_USER_IDS = 500
@@ -54,7 +62,7 @@ def register_routes(register: Any, settings: dict[str, Any]) -> None:
             json_body(request),
             {
                 "user_ids": IdList(max_items=settings["max_user_ids"]),
-                "status": Id(max_len=64),
+                "status": Id(max_length=64),
                 "data": Json(optional=True, default={}),
             },
         )

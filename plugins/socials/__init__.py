@@ -16,11 +16,19 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import json_body, push_to_users
+from sanic_rt.api import (
+    BaseNamespace,
+    Id,
+    IdList,
+    Int,
+    Json,
+    hookimpl,
+    json_body,
+    push_to_users,
+    validate,
+    validate_settings,
+)
 from sanic_rt.logs import OncePerInterval
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Id, IdList, Int, Json, validate, validate_settings
 
 PATH = "/socials"
 log = logging.getLogger("sanic_rt.plugins.socials")
@@ -37,7 +45,7 @@ def configure(settings: dict[str, Any]) -> dict[str, Any]:
     return validate_settings(
         settings,
         {
-            "friends_claim": Id(max_len=64, optional=True, default="friends"),
+            "friends_claim": Id(max_length=64, optional=True, default="friends"),
             "max_friends": Int(min_value=0, max_value=100_000, optional=True, default=1000),
             "max_user_ids": Int(min_value=1, max_value=100_000, optional=True, default=500),
         },
@@ -80,7 +88,7 @@ def register_routes(register: Any, settings: dict[str, Any]) -> None:
             json_body(request),
             {
                 "user_ids": IdList(max_items=settings["max_user_ids"]),
-                "type": Id(max_len=64),
+                "type": Id(max_length=64),
                 "data": Json(optional=True, default={}),
             },
         )

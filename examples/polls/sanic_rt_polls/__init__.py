@@ -23,11 +23,23 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from sanic_rt.envelope import AckError
-from sanic_rt.hookspecs import hookimpl
-from sanic_rt.http_api import envelope, gateway_of
-from sanic_rt.namespace import BaseNamespace
-from sanic_rt.validation import Id, IdList, Int, Text, validate, validate_settings
+from sanic_rt.api import (
+    AckError,
+    AuthenticatedUser,
+    BaseNamespace,
+    Gateway,
+    Id,
+    IdList,
+    Int,
+    RegisterNamespace,
+    RegisterRoutes,
+    Text,
+    envelope,
+    hookimpl,
+    namespace_of,
+    validate,
+    validate_settings,
+)
 
 PATH = "/polls"
 
@@ -57,10 +69,19 @@ class Poll:
         }
 
 
+VOTE = {"poll_id": Id(), "option": Id()}
+RESULTS = {"poll_id": Id()}
+
+
 class PollsNamespace(BaseNamespace):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
+        super().__init__(namespace, gateway, settings)
         self.polls: dict[str, Poll] = {}
+        # Built at registration, so a wrong field option stops start-up.
+        self.create_fields = {
+            "question": Text(max_length=300),
+            "options": IdList(max_items=self.settings["max_options"]),
+        }
 
     def poll(self, poll_id: str) -> Poll:
         if poll_id not in self.polls:
@@ -68,13 +89,7 @@ class PollsNamespace(BaseNamespace):
         return self.polls[poll_id]
 
     async def on_poll_create(self, sid: str, data: Any) -> dict[str, Any]:
-        payload = validate(
-            data,
-            {
-                "question": Text(max_len=300),
-                "options": IdList(max_items=self.settings["max_options"]),
-            },
-        )
+        payload = validate(data, self.create_fields)
         if len(payload["options"]) < 2:
             raise AckError("bad_request", "options: at least 2 different", field="options")
         await self.authorize(sid, "create", None)
@@ -86,7 +101,7 @@ class PollsNamespace(BaseNamespace):
         return {"id": poll.id, "question": poll.question, "options": poll.options}
 
     async def on_poll_vote(self, sid: str, data: Any) -> dict[str, Any]:
-        payload = validate(data, {"poll_id": Id(), "option": Id()})
+        payload = validate(data, VOTE)
         poll = self.poll(payload["poll_id"])
         if payload["option"] not in poll.options:
             raise AckError("bad_request", "option: not one of the poll's", field="option")
@@ -97,7 +112,7 @@ class PollsNamespace(BaseNamespace):
         return results
 
     async def on_poll_results(self, sid: str, data: Any) -> dict[str, Any]:
-        poll = self.poll(validate(data, {"poll_id": Id()})["poll_id"])
+        poll = self.poll(validate(data, RESULTS)["poll_id"])
         await self.enter_room(sid, poll_room(poll.id))  # watch it from now on
         return poll.results()
 
@@ -114,24 +129,26 @@ def configure(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 @hookimpl
-def register_namespaces(register: Any) -> None:
+def register_namespaces(register: RegisterNamespace) -> None:
     register(PATH, PollsNamespace)
 
 
 @hookimpl
-def register_routes(register: Any) -> None:
+def register_routes(register: RegisterRoutes) -> None:
     bp = Blueprint("sanic_rt_polls")
 
     @bp.get("/api/v1/polls/<poll_id:str>")
     async def poll_results(request: Request, poll_id: str) -> HTTPResponse:
-        namespace = gateway_of(request).sio.namespace_handlers[PATH]
+        namespace = namespace_of(request, PATH, PollsNamespace)
         return envelope(namespace.poll(poll_id).results())
 
     register(bp)
 
 
 @hookimpl
-def authorize(user: Any, namespace: str, action: str, settings: dict[str, Any]) -> bool | None:
+def authorize(
+    user: AuthenticatedUser, namespace: str, action: str, settings: dict[str, Any]
+) -> bool | None:
     if namespace != PATH or action != "create" or not settings["creators"]:
         return None
     return user.user_id in settings["creators"]
