@@ -18,7 +18,10 @@ from typing import Any
 from .envelope import error
 
 Scope = dict[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: called with the scope of a refused request (e.g. to close its Engine.IO session)
 OnRefused = Callable[[Scope], Awaitable[None]]
 
@@ -28,7 +31,7 @@ def limit_body_size(
 ) -> ASGIApp:
     """Wrap ``app``: an HTTP body over ``limit_for(scope)`` bytes gets 413 and a close."""
 
-    async def guarded(scope: Scope, receive: Any, send: Any) -> None:
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
         limit = limit_for(scope)
@@ -60,7 +63,7 @@ def _declared_body(scope: Scope) -> tuple[int | None, bool]:
     return length, chunked
 
 
-async def _read_at_most(receive: Any, limit: int) -> bytes | None:
+async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as more than ``limit`` bytes arrived."""
     chunks: list[bytes] = []
     size = 0
@@ -77,10 +80,10 @@ async def _read_at_most(receive: Any, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         nonlocal sent
         if sent:
             return await receive()  # http.disconnect, when the client goes
@@ -90,7 +93,7 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-async def _refuse(scope: Scope, send: Any, limit: int, on_refused: OnRefused | None) -> None:
+async def _refuse(scope: Scope, send: Send, limit: int, on_refused: OnRefused | None) -> None:
     body = json.dumps(error("bad_request", f"request body larger than {limit} bytes")).encode()
     await send(
         {

@@ -63,6 +63,8 @@ class PublishBeforeDelivering:
 class RaisingRedisPublish(socketio.AsyncRedisManager):
     """``AsyncRedisManager`` whose failed publish raises instead of logging "giving up"."""
 
+    connected: bool  # set by AsyncRedisManager: whether self.redis was connected
+
     async def _publish(self, data: dict[str, Any]) -> Any:
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
