@@ -28,12 +28,11 @@ from sanic_rt.api import (
     validate,
     validate_settings,
 )
-from sanic_rt.logs import OncePerInterval
 
 PATH = "/socials"
 log = logging.getLogger("sanic_rt.plugins.socials")
-# One line per interval, however many connections carry such a token.
-log.addFilter(OncePerInterval())
+#: (claim, type) pairs already warned about: one line each, however many connections
+_warned: set[tuple[str, str]] = set()
 
 
 class SocialsNamespace(BaseNamespace):
@@ -67,11 +66,12 @@ def follows(namespace: str, claims: dict[str, Any], settings: dict[str, Any]) ->
         return []
     if not isinstance(friends, list):
         # Say so: a string would otherwise look like "no friends online" to the user.
-        log.warning(
-            "/socials: claim %r is a %s, not a list of ids: no presence followed",
-            name,
-            type(friends).__name__,
-        )
+        warning = (name, type(friends).__name__)
+        if warning not in _warned:
+            _warned.add(warning)
+            log.warning(
+                "/socials: claim %r is a %s, not a list of ids: no presence followed", *warning
+            )
         return []
     # The token is signed, so the list is trusted; the cap bounds rooms per connection.
     ids = [str(f) for f in friends if isinstance(f, str | int) and not isinstance(f, bool)]
