@@ -53,6 +53,7 @@ from sanic_rt.backend import (
     BackendUnavailable,
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -119,6 +120,15 @@ class _Updated:
 
     results: dict[str, tuple[PublicView, UserState, Any]]
     failed: dict[str, str]
+
+    def changes(self, user_ids: Sequence[str]) -> list[PublicView]:
+        """The visible changes of these users' writes that landed, in their order."""
+        out: list[PublicView] = []
+        for user_id in user_ids:
+            if user_id in self.results:
+                before, state, _ = self.results[user_id]
+                out += _changed(user_id, before, state)
+        return out
 
     def one(self, user_id: str) -> tuple[PublicView, UserState, Any] | None:
         """The result of a single-user operation, which has no batch to report into."""
@@ -302,7 +312,11 @@ class MemcachedBackend(PresenceBackend):
         return _Loaded(UserState.from_json(data), raw[1], data["v"], data["x"], data["w"], True)
 
     def _index_entry(self, state: UserState, previous: list[Any] | None, now: float, force: bool):
-        """What the user's bucket entry should say: [online, check_at, {namespace: n}] or None."""
+        """The user's bucket entry: [online, check_at, {namespace: n}, [nodes]] or None.
+
+        The nodes holding the user's connections let a survivor find a dead
+        node's users in the index (entries written before node ids lack them).
+        """
         deadline = state.deadline(self.timings)
         if not state.online and deadline is None:
             return None
@@ -314,7 +328,8 @@ class MemcachedBackend(PresenceBackend):
             # A later deadline needs no bucket write: the sweeper finds the user
             # at the old one, sees nothing due, and moves check_at then.
             check_at = previous[1]
-        return [1 if state.online else 0, check_at, dict(sorted(counts.items()))]
+        nodes = sorted({c[3] for c in state.conns.values() if len(c) > 3 and c[3]})
+        return [1 if state.online else 0, check_at, dict(sorted(counts.items())), nodes]
 
     def _update_users(
         self,
@@ -586,6 +601,70 @@ class MemcachedBackend(PresenceBackend):
 
         return await self._run(run)
 
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        def apply(_user: str, state: UserState) -> None:
+            state.disconnect_after_outage(sid, now, self.timings)
+
+        def run() -> DisconnectResult:
+            # create: a lost record is written back offline (add), so that of
+            # several nodes settling such a disconnect only one sees the change.
+            one = self._update_users([user_id], apply, now).one(user_id)
+            assert one is not None  # created when missing, so always a result
+            before, state, _ = one
+            return DisconnectResult(_changed(user_id, before, state), state.grace_until)
+
+        return await self._run(run)
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        """The registry is one item (node -> alive until) on the first server, updated by cas."""
+
+        def run() -> list[str]:
+            key = f"{self.prefix}:nodes"
+            for attempt in range(self.mc.max_cas_retries):
+                if attempt:
+                    self._backoff(attempt)
+                raw = self._cmd(0, "gets_many", [key]).get(key)
+                nodes = json.loads(raw[0]) if raw else {}
+                for gone in forget:
+                    if nodes.get(gone, now) < now:
+                        del nodes[gone]
+                nodes[node] = now + node_ttl
+                value = _JSON.encode(nodes).encode()
+                if self._store(0, key, value, raw[1] if raw else None, MAX_RELATIVE_EXPTIME):
+                    return sorted(n for n, alive_until in nodes.items() if alive_until < now)
+            raise BackendUnavailable(f"memcached: {self.mc.max_cas_retries} cas attempts failed")
+
+        return await self._run(run)
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        """Find the dead nodes' users in the index buckets (their entries name the nodes)."""
+        dead = frozenset(nodes)
+
+        def run() -> NodeSweep:
+            held: list[tuple[str, frozenset[str]]] = []
+            for _bucket, entries in self._read_index(partial=True):
+                for user_id, (_v, _online, _check_at, *rest) in entries.items():
+                    found = dead.intersection(rest[1] if len(rest) > 1 else ())
+                    if found:
+                        held.append((user_id, found))
+            chosen, later = held[:limit], held[limit:]
+
+            def apply(_user: str, state: UserState) -> None:
+                state.drop_nodes(dead, now, self.timings)
+
+            ids = [user_id for user_id, _ in chosen]
+            updated = self._update_users(ids, apply, now, create=False, force_index=True)
+            # Users given up on (server down, cas races) stay in the index: next time.
+            remaining = {n for user_id, found in later for n in found}
+            remaining.update(
+                n for user_id, found in chosen if user_id in updated.failed for n in found
+            )
+            return NodeSweep(updated.changes(ids), frozenset(remaining))
+
+        return await self._run(run)
+
     def _settle(
         self, user_ids: Sequence[str], now: float, force_index: bool
     ) -> tuple[list[PublicView], dict[str, str]]:
@@ -595,12 +674,7 @@ class MemcachedBackend(PresenceBackend):
             state.settle(now, self.timings)
 
         updated = self._update_users(user_ids, apply, now, create=False, force_index=force_index)
-        changes: list[PublicView] = []
-        for user_id in user_ids:
-            if user_id in updated.results:
-                before, state, _ = updated.results[user_id]
-                changes += _changed(user_id, before, state)
-        return changes, updated.failed
+        return updated.changes(user_ids), updated.failed
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         def run() -> list[PublicView]:
@@ -621,7 +695,7 @@ class MemcachedBackend(PresenceBackend):
             # A dead server's buckets wait for its return; the live servers'
             # users are still settled (their deadlines pass meanwhile).
             for bucket, entries in self._read_index(partial=True):
-                for user_id, (_v, _online, check_at, _counts) in entries.items():
+                for user_id, (_v, _online, check_at, *_counts_nodes) in entries.items():
                     if self.bucket_of_user(user_id) != bucket:
                         misplaced.append((bucket, user_id))
                     elif check_at <= now:
@@ -697,7 +771,7 @@ class MemcachedBackend(PresenceBackend):
             users = 0
             by_namespace: Counter[str] = Counter()
             for _bucket, entries in self._read_index():
-                for _v, online, _check_at, counts in entries.values():
+                for _v, online, _check_at, counts, *_nodes in entries.values():
                     if online:
                         users += 1
                         by_namespace.update(counts)

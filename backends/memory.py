@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sanic_rt.backend import (
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -40,6 +41,7 @@ class MemoryBackend(PresenceBackend):
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._online: list[str] = []  # sorted, for cursor paging
+        self._nodes: dict[str, float] = {}  # node -> alive until
 
     async def check(self) -> None:
         return None
@@ -101,6 +103,37 @@ class MemoryBackend(PresenceBackend):
         changes = self._commit(user_id, state, before)
         return DisconnectResult(changes, state.grace_until)
 
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        state = self._state(user_id)
+        before = state.public_view(user_id)
+        state.disconnect_after_outage(sid, now, self.timings)
+        changes = self._commit(user_id, state, before)
+        return DisconnectResult(changes, state.grace_until)
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        for gone in forget:
+            if self._nodes.get(gone, now) < now:
+                del self._nodes[gone]
+        self._nodes[node] = now + node_ttl
+        return sorted(n for n, alive_until in self._nodes.items() if alive_until < now)
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        # One process holds every node's users here; a scan is fine for development.
+        dead = frozenset(nodes)
+        changes: list[PublicView] = []
+        settled = 0
+        for user_id, state in list(self._users.items()):
+            if settled >= limit:
+                held = {c[3] for s in self._users.values() for c in s.conns.values() if len(c) > 3}
+                return NodeSweep(changes, frozenset(dead & held))
+            before = state.public_view(user_id)
+            if state.drop_nodes(dead, now, self.timings):
+                settled += 1
+                changes += self._commit(user_id, state, before)
+        return NodeSweep(changes, frozenset())
+
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         changes: list[PublicView] = []
         for user_id in user_ids:
@@ -148,7 +181,7 @@ class MemoryBackend(PresenceBackend):
     async def stats(self, now: float) -> PresenceStats:
         by_namespace: Counter[str] = Counter()
         for user_id in self._online:
-            for expires_at, namespace, _device in self._users[user_id].conns.values():
+            for expires_at, namespace, *_device_node in self._users[user_id].conns.values():
                 if expires_at > now:
                     by_namespace[namespace] += 1
         return PresenceStats(len(self._online), sum(by_namespace.values()), dict(by_namespace))

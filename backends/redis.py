@@ -13,6 +13,8 @@ touches one slot (Redis Cluster safe)::
     <prefix>:{<prefix>:<s>}:online       ZSET online users (score 0, lex order)
     <prefix>:{<prefix>:<s>}:due          ZSET users by next deadline (the sweeper's)
     <prefix>:{<prefix>:<s>}:ns           HASH namespace -> live connection entries
+    <prefix>:{<prefix>:<s>}:node:<id>    SET users node <id> holds connections of (liveness)
+    <prefix>:nodes                       ZSET node -> alive until (node liveness, any slot)
 
 Expiry is decided from the callers' clocks passed as arguments; native
 PEXPIRE on a user's hash is only a clean-up net, far beyond ttl.
@@ -38,6 +40,7 @@ from sanic_rt.backend import (
     BackendUnavailable,
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -64,6 +67,8 @@ UNAVAILABLE_ERRORS = (
 )
 #: seconds a call may wait for a free pooled connection at the least
 QUEUE_WAIT_MIN = 5.0
+#: dead nodes one heartbeat reports at most (the rest come with the next beats)
+DEAD_NODES_MAX = 100
 #: server replies that are outages, not bugs in our scripts
 UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 
@@ -73,11 +78,15 @@ def _num(raw: bytes | None) -> float | None:
 
 
 def _conn_entry(raw: bytes) -> list[Any]:
-    """Decode ``<expires_at>|<len(namespace)>|<namespace><device>`` (lengths in bytes)."""
+    """Decode ``<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>`` (lengths in bytes).
+
+    Entries written before node ids have no ``,<len(node)>`` and no node.
+    """
     expires, _, rest = raw.partition(b"|")
-    length, _, rest = rest.partition(b"|")
-    n = int(length)
-    return [float(expires), rest[:n].decode(), rest[n:].decode()]
+    lengths, _, rest = rest.partition(b"|")
+    ns_len, _, node_len = lengths.partition(b",")
+    n, m = int(ns_len), int(node_len or 0)
+    return [float(expires), rest[:n].decode(), rest[n + m :].decode(), rest[n : n + m].decode()]
 
 
 def state_from_hash(flat: dict[bytes, bytes]) -> UserState:
@@ -260,23 +269,22 @@ class RedisBackend(PresenceBackend):
 
     async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
         uid = conn.user_id
+        fields = (uid, conn.sid, conn.namespace, conn.device, max_connections, conn.node)
         result, changes = await self._run(
-            self.shard(uid),
-            [self.user_key(uid)],
-            self._args("connect", now, uid, conn.sid, conn.namespace, conn.device, max_connections),
+            self.shard(uid), [self.user_key(uid)], self._args("connect", now, *fields)
         )
         return ConnectResult(result[0] == b"1", _changes(changes))
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)
-        # and five arguments per connection.
+        # and six arguments per connection.
         shards: dict[int, tuple[dict[str, int], list[Any]]] = {}
         for c in conns:
             index, args = shards.setdefault(
                 self.shard(c.user_id), ({}, self._args("touch", now, "1" if activity else "0"))
             )
             position = index.setdefault(c.user_id, len(index) + 1)
-            args += [position, c.user_id, c.sid, c.namespace, c.device]
+            args += [position, c.user_id, c.sid, c.namespace, c.device, c.node]
         calls = [
             (shard, [self.user_key(uid) for uid in index], args)
             for shard, (index, args) in shards.items()
@@ -297,6 +305,42 @@ class RedisBackend(PresenceBackend):
             self._args("disconnect", now, user_id, sid),
         )
         return DisconnectResult(_changes(changes), _num(result[0]))
+
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        result, changes = await self._run(
+            self.shard(user_id),
+            [self.user_key(user_id)],
+            self._args("disconnect_after_outage", now, user_id, sid),
+        )
+        return DisconnectResult(_changes(changes), _num(result[0]))
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        key = f"{self.prefix}:nodes"
+        async with self._guard():
+            pipe = self.redis.pipeline(transaction=False)
+            if forget:
+                pipe.zrem(key, *forget)
+            pipe.zadd(key, {node: now + node_ttl})
+            pipe.zrangebyscore(key, "-inf", f"({now!r}", start=0, num=DEAD_NODES_MAX)
+            replies = await pipe.execute()
+        return [n.decode() for n in replies[-1]]
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        """Each shard's script drops the dead nodes' connections, in one pipeline."""
+        if not nodes:
+            return NodeSweep([], frozenset())
+        calls = [
+            (shard, [], self._args("drop_nodes", now, limit, f"{self._tag(shard)}:u:", *nodes))
+            for shard in range(self.shards)
+        ]
+        changes: list[PublicView] = []
+        remaining: set[str] = set()
+        for result, shard_changes in await self._run_many(calls):
+            changes += _changes(shard_changes)
+            remaining.update(n.decode() for n in result)
+        return NodeSweep(changes, frozenset(remaining))
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         calls = [

@@ -203,6 +203,7 @@ def create_app(
         plugins=plugins,
     )
     presence.publisher = gateway.publish_presence
+    presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))

@@ -107,6 +107,10 @@ class PresenceConfig:
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
     record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
+    node_ttl: float = _opt(10.0, "a node is dead this long after its last beat, s", min=1)
+    max_pending_disconnects: int = _opt(
+        10_000, "disconnects kept per node while storage is down", min=1
+    )
     redis: RedisConfig = field(default_factory=RedisConfig)
     memcached: MemcachedConfig = field(default_factory=MemcachedConfig)
 

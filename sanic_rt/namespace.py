@@ -161,7 +161,7 @@ class BaseNamespace(socketio.AsyncNamespace):
             if state is not None:
                 with contextlib.suppress(Exception):
                     await self.presence.disconnect(state.user.user_id, sid)
-            self.presence.local.pop(sid, None)
+            self.presence.forget_local(sid)
             return self._refuse("internal", "internal error; try again")
 
     async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
@@ -214,7 +214,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         try:
             await self.presence.disconnect(state.user.user_id, sid)
         except BackendUnavailable:
-            pass  # the entry expires after ttl; the sweeper announces it
+            pass  # kept by presence and settled when the storage is back
         await self.gateway.plugins.notify(
             "user_disconnected", user=state.user, namespace=self.namespace, sid=sid
         )

@@ -32,6 +32,8 @@ class Connection:
     sid: str
     namespace: str
     device: str = ""
+    #: the process (node) holding it; a dead node's connections are settled early
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,10 @@ def offline_record(user_id: str) -> PresenceRecord:
 
 @dataclass
 class UserState:
-    """A user's stored presence. ``conns`` maps sid -> [expires_at, namespace, device]."""
+    """A user's stored presence. ``conns`` maps sid -> [expires_at, namespace, device, node].
+
+    Records written before node ids existed hold three-item entries (node "").
+    """
 
     conns: dict[str, list[Any]] = field(default_factory=dict)
     status: str = "online"
@@ -185,7 +190,7 @@ class UserState:
         self._prune(now)
         if conn.sid not in self.conns and len(self.conns) >= max_connections:
             return False
-        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device]
+        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         self.last_active = now
         self.idle = False
@@ -194,7 +199,7 @@ class UserState:
     def touch(self, conn: Connection, now: float, t: Timings, activity: bool) -> None:
         """Refresh (and re-create, after a backend restart) one connection entry."""
         self._prune(now)
-        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device]
+        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         if activity:
             self.last_active = now
@@ -206,6 +211,32 @@ class UserState:
         if self.online and not self.conns and self.grace_until is None:
             self.grace_until = now + t.offline_grace
         self.settle(now, t)
+
+    def disconnect_after_outage(self, sid: str, now: float, t: Timings) -> None:
+        """A disconnect that failed while the storage was down, settled on its return.
+
+        A blank state means the storage lost the record (a restart without
+        persistence) and no node has re-registered a live connection since:
+        the caller knew the user online and saw them leave, so the user goes
+        offline now, and the write makes the announcement happen once even when
+        several nodes hold such a disconnect for the same user.
+        """
+        if self == UserState():
+            self._go_offline(now)
+        else:
+            self.disconnect(sid, now, t)
+
+    def drop_nodes(self, nodes: frozenset[str], now: float, t: Timings) -> bool:
+        """Remove the connections held by dead ``nodes``; True if there were any.
+
+        Like an expired entry (the node died, it did not close them), the
+        user goes offline at once when nothing else is left.
+        """
+        dead = [sid for sid, c in self.conns.items() if len(c) > 3 and c[3] in nodes]
+        for sid in dead:
+            del self.conns[sid]
+        self.settle(now, t)
+        return bool(dead)
 
     def settle(self, now: float, t: Timings) -> None:
         self._prune(now)

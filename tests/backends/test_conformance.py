@@ -205,3 +205,85 @@ async def test_concurrent_settles_announce_offline_exactly_once(make_backends):
     )
     announced = sorted(c.user_id for r in results for c in r)
     assert announced == sorted(ids)
+
+
+# --- outages and node crashes (docs/backends.md, "Outages and node crashes") ------
+
+
+def on_node(user: str, sid: str, node: str) -> Connection:
+    return Connection(user, sid, "/chats", "", node)
+
+
+async def test_disconnect_after_outage_is_a_disconnect_when_the_record_is_kept(make_backends):
+    (b,) = await make_backends()
+    await b.connect(conn("u1", "s1"), T0, LIMIT)
+    result = await b.disconnect_after_outage("u1", "s1", T0 + 1)
+    assert result.changes == [] and result.grace_until == T0 + 1 + TIMINGS.offline_grace
+    assert await b.settle(["u1"], T0 + 7) == [offline("u1", T0 + 7)]
+
+
+async def test_lost_record_is_announced_offline_exactly_once(make_backends):
+    # The storage lost u1's record (a restart without persistence) while two
+    # nodes held a disconnect of u1 that failed: one of them announces offline.
+    nodes = await make_backends(2)
+    results = await asyncio.gather(
+        nodes[0].disconnect_after_outage("u1", "s1", T0),
+        nodes[1].disconnect_after_outage("u1", "s2", T0),
+    )
+    assert [c for r in results for c in r.changes] == [offline("u1", T0)]
+    record = (await nodes[0].get_many(["u1"], T0 + 1))["u1"]
+    assert not record.online and record.last_seen == T0
+    assert await nodes[1].sweep(T0 + 100, 100) == []
+
+
+async def test_a_user_re_registered_elsewhere_is_not_announced_offline(make_backends):
+    node_a, node_b = await make_backends(2)
+    # The record was lost; node B's refresh re-created the user's other connection.
+    await node_b.touch([conn("u1", "s2")], T0, activity=False)
+    result = await node_a.disconnect_after_outage("u1", "s1", T0 + 1)
+    assert result.changes == [] and result.grace_until is None
+    assert (await node_a.get_many(["u1"], T0 + 1))["u1"].online
+
+
+NODE_TTL = 3.0
+
+
+async def test_a_dead_nodes_connections_are_settled_before_their_ttl(make_backends):
+    node_a, node_b = await make_backends(2)
+    await node_a.connect(on_node("u1", "s1", "A"), T0, LIMIT)
+    await node_a.connect(on_node("u2", "s2", "A"), T0, LIMIT)
+    await node_b.connect(on_node("u2", "s3", "B"), T0, LIMIT)
+    assert await node_a.node_heartbeat("A", T0, NODE_TTL) == []
+    assert await node_b.node_heartbeat("B", T0, NODE_TTL) == []
+    assert await node_b.node_heartbeat("B", T0 + 2, NODE_TTL) == []
+    # A stops beating; B finds it dead after node_ttl, long before the entries' ttl (10).
+    dead = await node_b.node_heartbeat("B", T0 + 4, NODE_TTL)
+    assert dead == ["A"]
+    swept = await node_b.settle_nodes(dead, T0 + 4, 100)
+    assert swept.changes == [offline("u1", T0 + 4)] and swept.remaining == frozenset()
+    u2 = (await node_b.get_many(["u2"], T0 + 4))["u2"]
+    assert u2.online and u2.connections == 1 and u2.sids == (("s3", "/chats"),)
+    # Nothing twice: a second survivor finds nothing left, and A is then forgotten.
+    assert (await node_b.settle_nodes(dead, T0 + 4, 100)).changes == []
+    assert await node_b.node_heartbeat("B", T0 + 5, NODE_TTL, forget=dead) == []
+    assert await node_b.sweep(T0 + 100, 100) == [offline("u2", T0 + 100)]
+
+
+async def test_settling_a_dead_node_is_bounded_per_call(make_backends):
+    node_a, node_b = await make_backends(2)
+    users = [f"u{i}" for i in range(12)]
+    for i, user in enumerate(users):
+        await node_a.connect(on_node(user, f"s{i}", "A"), T0, LIMIT)
+    await node_a.node_heartbeat("A", T0, NODE_TTL)
+    dead = await node_b.node_heartbeat("B", T0 + 4, NODE_TTL)
+    announced: list[str] = []
+    per_call = 5 * getattr(node_b, "shards", 1)  # Redis: the limit is per shard, as in sweep
+    for _ in range(20):
+        swept = await node_b.settle_nodes(dead, T0 + 4, 5)
+        assert len(swept.changes) <= per_call
+        announced += [c.user_id for c in swept.changes]
+        if not swept.remaining:
+            break
+        assert swept.remaining == frozenset({"A"})
+    assert sorted(announced) == sorted(users)
+    assert await node_b.online_count() == 0
