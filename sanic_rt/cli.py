@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import Config, ConfigError, load_config, masked
 from .logs import configure_logging
 from .plugin_manager import PluginError
@@ -20,6 +21,7 @@ EXIT_CONFIG = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sanic-rt", description="sanic-rt real-time gateway")
+    parser.add_argument("--version", action="version", version=f"sanic-rt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port (default 1); more than 1 needs a shared "
         'backend, [cluster] manager = "redis" and websocket-only clients',
     )
+    serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("file", help="TOML config file; exit 2 with one line on errors")
@@ -50,12 +53,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cli_overrides(args: argparse.Namespace) -> None:
     # Through the environment, so that uvicorn's worker processes see them too.
-    for key in ("host", "port", "workers"):
+    for key in ("host", "port", "workers", "log_level"):
         value = getattr(args, key, None)
         if value is not None:
-            os.environ[f"SANIC_RT_SERVER__{key.upper()}"] = (
-                json.dumps(value) if isinstance(value, str) else str(value)
-            )
+            # Plain text: a str key reads its environment value as text, as is
+            # (JSON quoting made --host "127.0.0.1" the host '"127.0.0.1"').
+            os.environ[f"SANIC_RT_SERVER__{key.upper()}"] = str(value)
 
 
 def _dev_defaults(config: Config, path: str | None) -> Config:
@@ -88,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _cli_overrides(args)
     config = _dev_defaults(load_config(args.config), args.config)
-    configure_logging()
+    configure_logging(config.server.log_level, config.server.log_format)
     if args.config is None:
         s = config.server
         print(

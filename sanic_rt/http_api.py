@@ -204,6 +204,23 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
     return envelope({"connections": count})
 
 
+def key_matches(presented: bytes, keys: list[bytes]) -> bool:
+    """Whether ``presented`` is one of ``keys``."""
+    # Compare against every key so that timing says nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key)
+    return matched
+
+
+def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
+    """Whether the request carries ``Authorization: Bearer <one of keys>``."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    presented = given.strip().encode()
+    # "Bearer" with nothing after it never matches, whatever the keys.
+    return scheme.lower() == "bearer" and bool(presented) and key_matches(presented, keys)
+
+
 def install(
     app: Sanic[Any, Any],
     api_keys: list[str],
@@ -232,13 +249,7 @@ def install(
             if production:
                 return json(error("not_found", "not found"), 404)
             return _refuse_cross_site(request, origins)
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        presented = given.strip().encode()
-        # Compare against every key so that timing says nothing about which matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not presented or not matched:
+        if not bearer_key_matches(request, keys):
             return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
 
