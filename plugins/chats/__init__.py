@@ -39,6 +39,21 @@ def conversation_room(conversation_id: str) -> str:
     return f"{ROOM_PREFIX}{conversation_id}"
 
 
+#: Namespace of message ids derived from a client_id (any fixed UUID would do).
+_MESSAGE_IDS = uuid.UUID("5d1c4d4e-3b9a-4c5e-9a57-2f0d8c6e7b10")
+
+
+def message_id(sender_id: str, conversation_id: str, client_id: str | None) -> str:
+    """The message's id: the same for every retry of one ``client_id``, else random.
+
+    A retry after an ``unavailable`` ack may duplicate a message that other
+    nodes got anyway (a stalled bus); receivers drop an id they already have.
+    """
+    if client_id is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_MESSAGE_IDS, f"{sender_id}\0{conversation_id}\0{client_id}").hex
+
+
 class ChatsNamespace(BaseNamespace):
     def __init__(self, namespace: str, gateway: Gateway, settings: Any = None) -> None:
         super().__init__(namespace, gateway, settings)
@@ -80,10 +95,11 @@ class ChatsNamespace(BaseNamespace):
         payload = self._joined(sid, data, **self.message_fields)
         if not payload["text"].strip():
             raise AckError("bad_request", "text: must not be empty", field="text")
+        sender_id = self.user(sid).user_id
         message = {
-            "id": uuid.uuid4().hex,
+            "id": message_id(sender_id, payload["conversation_id"], payload["client_id"]),
             "conversation_id": payload["conversation_id"],
-            "sender_id": self.user(sid).user_id,
+            "sender_id": sender_id,
             "text": payload["text"],
             "sent_at": time.time(),
             "client_id": payload["client_id"],

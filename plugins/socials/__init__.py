@@ -14,6 +14,7 @@ hook; ``"everyone"`` (the default) leaves them open.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -37,6 +38,9 @@ from sanic_rt.api import (
 PATH = "/socials"
 VISIBILITIES = ("everyone", "friends")
 PRESENCE_READ = "presence.read"  # the authorize action of presence:query and presence:subscribe
+log = logging.getLogger("sanic_rt.plugins.socials")
+#: (claim, type) pairs already warned about: one line each, however many connections
+_warned: set[tuple[str, str]] = set()
 
 
 class SocialsNamespace(BaseNamespace):
@@ -77,8 +81,18 @@ def authorize(user: Any, action: str, settings: dict[str, Any]) -> Any:
 
 
 def _friends(claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
-    friends = claims.get(settings["friends_claim"])
+    name = settings["friends_claim"]
+    friends = claims.get(name)
+    if friends is None:
+        return []
     if not isinstance(friends, list):
+        # Say so: a string would otherwise look like "no friends online" to the user.
+        warning = (name, type(friends).__name__)
+        if warning not in _warned:
+            _warned.add(warning)
+            log.warning(
+                "/socials: claim %r is a %s, not a list of ids: no presence followed", *warning
+            )
         return []
     # The token is signed, so the list is trusted; the cap bounds rooms per connection.
     ids = [str(f) for f in friends if isinstance(f, str | int) and not isinstance(f, bool)]
