@@ -29,7 +29,7 @@ from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
-from .recovery import MemoryEventLog, MemoryLogManager, Recovery
+from .recovery import MemoryEventLog, MemoryLogManager, Recovery, SessionLimits
 from .redis_connect import parse_redis_url
 from .room_index import indexed_manager
 from .sio_server import GatewayServer
@@ -255,7 +255,8 @@ def _enable_recovery(sio: GatewayServer, config: Config) -> None:
     if not config.recovery.enabled:
         return
     manager = sio.manager
-    recovery = Recovery(manager.event_log, config.recovery.max_disconnection)
+    limits = SessionLimits(config.auth.max_connections_per_user, config.recovery.max_sessions)
+    recovery = Recovery(manager.event_log, config.recovery.max_disconnection, limits)
     recovery.server = sio
     manager.recovery = sio.recovery = recovery
 

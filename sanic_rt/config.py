@@ -156,6 +156,9 @@ class RecoveryConfig:
     max_log_events: int = _opt(
         10_000, "single process: events kept for recovery", min=100, max=10_000_000
     )
+    max_sessions: int = _opt(
+        100_000, "dropped connections' sessions kept, all users; the oldest go", min=1
+    )
 
 
 @dataclass(frozen=True)

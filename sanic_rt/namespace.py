@@ -189,7 +189,9 @@ class BaseNamespace(socketio.AsyncNamespace):
         self._conns[sid] = state
         session = await self._claim_session(sid, user_id, auth)
         await self.enter_room(sid, user_room(user_id))
-        gw.subscriptions.follow(self.namespace, sid, user_id, follows - {user_id})
+        # Follows are presence reads too: the same ``presence.read`` check as a subscribe.
+        followed, _forbidden = await self._readable(sid, sorted(follows - {user_id}))
+        gw.subscriptions.follow(self.namespace, sid, user_id, followed)
         if session is not None:
             await self._restore_session(sid, state, session)
         self._schedule_expiry(sid, state)
@@ -237,12 +239,28 @@ class BaseNamespace(socketio.AsyncNamespace):
             recovery.opt_in(sid)
         return session
 
+    async def restore_rooms(self, sid: str, rooms: list[str]) -> list[str]:
+        """The rooms of a recovered session this connection may enter again.
+
+        Called on a recovered connection (after its new token was verified) with
+        the rooms it was in when it dropped, its own user room and presence rooms
+        left out. Override it to ask ``authorize`` again for rooms your namespace
+        guards (the token may have lost a claim since); the default keeps all.
+        Missed events are replayed only for the rooms returned.
+        """
+        return rooms
+
     async def _restore_session(self, sid: str, state: ConnState, session: Session) -> None:
         # Presence rooms come back through the subscriptions and the new token's follows.
-        for room in session.rooms:
-            if not room.startswith(presence_room("")):
-                await self.enter_room(sid, room)
+        own = user_room(state.user.user_id)
+        saved = [r for r in session.rooms if r != own and not r.startswith(presence_room(""))]
+        rooms = await self.restore_rooms(sid, saved)
+        for room in rooms:
+            await self.enter_room(sid, room)
         await self._resubscribe(sid, state, session.subscriptions)
+        # Missed events are matched to what was restored now, not to the saved list.
+        watched = sorted(self.gateway.subscriptions.watched(self.namespace, sid))
+        session.rooms = [own, *rooms, *(presence_room(u) for u in watched)]
         await self.server.recovery.catch_up(sid, session)
 
     async def _resubscribe(self, sid: str, state: ConnState, user_ids: list[str]) -> None:

@@ -78,6 +78,16 @@ class Session:
             return None
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How many dropped connections' sessions are kept; past a cap the oldest go."""
+
+    #: per user, all namespaces together (``[auth] max_connections_per_user``)
+    per_user: int = 50
+    #: all users together (``[recovery] max_sessions``)
+    total: int = 100_000
+
+
 class RecoveryStore(Protocol):
     """Where sessions and missed events come from (the manager implements it)."""
 
@@ -89,7 +99,10 @@ class RecoveryStore(Protocol):
         event still on its way: recovery starts at the lower of the two.
         """
 
-    async def save_session(self, pid: str, session: Session, ttl: float) -> None: ...
+    async def save_session(
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+    ) -> None:
+        """Keep ``session`` for ``ttl`` seconds, dropping the oldest past ``limits``."""
 
     async def take_session(self, pid: str, user_id: str, namespace: str) -> Session | None:
         """The session under ``pid``, removed, if it is ``user_id``'s on ``namespace``.
@@ -120,13 +133,18 @@ def message_args(message: dict[str, Any]) -> list[Any]:
 def _resume_from(client_offset: Any, session: Session) -> str | None:
     """Where the replay starts: the client's offset, unless delivery lagged behind it.
 
-    None for an offset that is not one (bad input: a fresh connection).
+    Never before the session's own start (``session.offset``): an older offset
+    is clamped to it, so a client cannot name its way to events logged before
+    its connection began. None for an offset that is not one (a fresh connection).
     """
     if client_offset is None:
         return session.offset
     client, delivered = parse_offset(client_offset), parse_offset(session.delivered)
+    start = parse_offset(session.offset)
     if client is None:
         return None
+    if start is not None and client < start:
+        client_offset, client = session.offset, start
     return session.delivered if delivered is not None and delivered < client else client_offset
 
 
@@ -164,9 +182,15 @@ class _Restore:
 class Recovery:
     """Per-connection recovery state of one node, and the offset-carrying delivery."""
 
-    def __init__(self, store: RecoveryStore, max_disconnection: float) -> None:
+    def __init__(
+        self,
+        store: RecoveryStore,
+        max_disconnection: float,
+        limits: SessionLimits | None = None,
+    ) -> None:
         self.store = store
         self.max_disconnection = max_disconnection
+        self.limits = limits or SessionLimits()
         self.server: Any = None  # the GatewayServer, set by it
         #: opted-in connections: sid -> (pid, offset of the log when it began)
         self.sessions: dict[str, tuple[str, str]] = {}
@@ -211,12 +235,16 @@ class Recovery:
         return session
 
     async def catch_up(self, sid: str, session: Session) -> None:
-        """Read what was logged while the rooms were being re-entered (live ones are held)."""
+        """Read what was logged while the rooms were being re-entered (live ones are held).
+
+        ``session`` now lists the rooms actually restored: what was missed is
+        matched to them again (a room not restored gets nothing replayed).
+        """
         restore = self._restoring.get(sid)
         if restore is None:
             return
         more = await self.store.read_after(restore.read_upto) or []
-        restore.missed += [m for m in more if _addressed_to(m[1], session)]
+        restore.missed = [m for m in restore.missed + more if _addressed_to(m[1], session)]
 
     def forget(self, sid: str) -> None:
         self.sessions.pop(sid, None)
@@ -231,7 +259,7 @@ class Recovery:
             return
         pid, session.offset = opted
         session.delivered = self.store.delivered_upto()
-        await self.store.save_session(pid, session, self.max_disconnection)
+        await self.store.save_session(pid, session, self.max_disconnection, self.limits)
 
     def pid_of(self, sid: str) -> str | None:
         opted = self.sessions.get(sid)
@@ -336,7 +364,10 @@ class MemoryEventLog:
             collections.deque()
         )
         self._dropped_upto: Offset = (0, 0)
+        #: pid -> (expiry, session), in the order saved (with one ttl: of expiry too)
         self._sessions: dict[str, tuple[float, Session]] = {}
+        #: user -> their pids, oldest first
+        self._by_user: dict[str, dict[str, None]] = {}
 
     def append(self, message: dict[str, Any]) -> str:
         self._seq += 1
@@ -355,12 +386,29 @@ class MemoryEventLog:
     def delivered_upto(self) -> str:
         return f"{self._epoch}-{self._seq}"  # one process: delivered as logged
 
-    async def save_session(self, pid: str, session: Session, ttl: float) -> None:
+    async def save_session(
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+    ) -> None:
         now = time.monotonic()
-        # Expired sessions go as new ones come: the store never outgrows one window.
-        for old in [p for p, (until, _) in self._sessions.items() if until <= now]:
-            del self._sessions[old]
-        self._sessions[pid] = (now + ttl, session)
+        sessions = self._sessions
+        # Expired sessions go as new ones come (the oldest are first): the store
+        # never outgrows one window, nor the caps.
+        while sessions and next(iter(sessions.values()))[0] <= now:
+            self._drop(next(iter(sessions)))
+        sessions[pid] = (now + ttl, session)
+        own = self._by_user.setdefault(session.user_id, {})
+        own[pid] = None
+        while len(own) > limits.per_user:
+            self._drop(next(iter(own)))
+        while len(sessions) > limits.total:
+            self._drop(next(iter(sessions)))
+
+    def _drop(self, pid: str) -> None:
+        _, session = self._sessions.pop(pid)
+        own = self._by_user.get(session.user_id, {})
+        own.pop(pid, None)
+        if not own:
+            self._by_user.pop(session.user_id, None)
 
     async def take_session(self, pid: str, user_id: str, namespace: str) -> Session | None:
         until, session = self._sessions.get(pid, (0.0, None))
@@ -368,7 +416,7 @@ class MemoryEventLog:
             return None
         if (session.user_id, session.namespace) != (user_id, namespace):
             return None
-        del self._sessions[pid]
+        self._drop(pid)
         return session
 
     async def read_after(

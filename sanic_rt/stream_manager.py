@@ -29,7 +29,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from .backend import BackendUnavailable
-from .recovery import Recovery, Session, emit_args, message_args, parse_offset
+from .recovery import Recovery, Session, SessionLimits, emit_args, message_args, parse_offset
 
 log = logging.getLogger("sanic_rt.stream_manager")
 
@@ -40,13 +40,41 @@ READ_COUNT = 500
 RETRY_FIRST, RETRY_MAX = 0.05, 0.5
 REPLAY_PAGE = 1000
 #: GET and DEL a session in one step, only for its own user and namespace
+#: (KEYS: the session, its user's index, the index of all; ARGV: user, namespace, pid)
 TAKE_SESSION = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local ok, session = pcall(cjson.decode, raw)
 if not ok or session.user_id ~= ARGV[1] or session.namespace ~= ARGV[2] then return false end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
 return raw
+"""
+#: SET a session and, in the same step, drop the oldest past the per-user and total
+#: caps. Two sorted sets index the pids by expiry time (one ttl: the save order).
+#: KEYS: the session, its user's index, the index of all; ARGV: pid, session, ttl ms,
+#: per-user cap, total cap, the prefix of session keys
+SAVE_SESSION = """
+local t = redis.call('TIME')
+local now, ttl = t[1] * 1000 + math.floor(t[2] / 1000), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+for i = 2, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+for i, cap in ipairs({tonumber(ARGV[4]), tonumber(ARGV[5])}) do
+  local over = redis.call('ZCARD', KEYS[i + 1]) - cap
+  if over > 0 then
+    for _, pid in ipairs(redis.call('ZRANGE', KEYS[i + 1], 0, over - 1)) do
+      redis.call('DEL', ARGV[6] .. pid)
+      redis.call('ZREM', KEYS[2], pid)
+      redis.call('ZREM', KEYS[3], pid)
+    end
+  end
+end
+return 1
 """
 
 
@@ -87,6 +115,7 @@ class StreamManager(AsyncPubSubManager):
         self.recovery: Recovery | None = None
         self.event_log = self  # the recovery store: the stream and keys next to it
         self._take_session_script = self.redis.register_script(TAKE_SESSION)
+        self._save_session_script = self.redis.register_script(SAVE_SESSION)
 
     # --- publishing ----------------------------------------------------------------
 
@@ -211,16 +240,26 @@ class StreamManager(AsyncPubSubManager):
     def delivered_upto(self) -> str:
         return self.read_id or "0-0"
 
-    async def save_session(self, pid: str, session: Session, ttl: float) -> None:
+    def _session_keys(self, pid: str, user_id: str) -> list[str]:
+        """A session's key, its user's index of sessions, the index of all sessions."""
+        prefix = self.session_prefix
+        return [prefix + pid, f"{self.channel}:session-user:{user_id}", f"{self.channel}:sessions"]
+
+    async def save_session(
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+    ) -> None:
+        args = [pid, session.dumps(), max(1, int(ttl * 1000)), limits.per_user, limits.total]
         try:
-            await self.redis.set(self.session_prefix + pid, session.dumps(), px=int(ttl * 1000))
+            await self._save_session_script(
+                keys=self._session_keys(pid, session.user_id), args=[*args, self.session_prefix]
+            )
         except (RedisError, OSError) as err:
             log.warning("recovery session not saved (bus unavailable): %s", err)
 
     async def take_session(self, pid: str, user_id: str, namespace: str) -> Session | None:
         try:
             raw = await self._take_session_script(
-                keys=[self.session_prefix + pid], args=[user_id, namespace]
+                keys=self._session_keys(pid, user_id), args=[user_id, namespace, pid]
             )
         except (RedisError, OSError):
             return None

@@ -76,3 +76,28 @@ async def test_a_hook_answers_for_all_ids_or_with_the_allowed_ones():
                 assert list(ack["data"]) == data and ack["forbidden"] == forbidden
             finally:
                 await client.close()
+
+
+async def test_follows_from_a_hook_are_read_checked_too():
+    config = config_from_dict(base_config())
+
+    def follows(namespace):
+        return ["secret1", "bob"] if namespace == "/chats" else []
+
+    def policy(action, resource):
+        if action != "presence.read":
+            return None
+        return [i for i in resource if not i.startswith("secret")]
+
+    plugins = [inline_plugin("follow", follows=follows), inline_plugin("policy", authorize=policy)]
+    async with running_app(config, plugins=plugins) as (_app, url):
+        made = [await Client().connect(url, token(config, "alice"))]
+        try:
+            # secret1 comes online first, bob after: bob's update is the sentinel.
+            for user_id in ("secret1", "bob"):
+                made.append(await Client().connect(url, token(config, user_id)))
+            await eventually(lambda: updates_for(made[0], "bob"))
+            assert updates_for(made[0], "secret1") == []
+        finally:
+            for client in made:
+                await client.close()

@@ -61,8 +61,8 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc
 async def js() -> Any:
     made: list[JsClient] = []
 
-    async def start(url: str, user_id: str) -> JsClient:
-        client = await JsClient().start(url, make_token(user_id))
+    async def start(url: str, user_id: str, **claims: Any) -> JsClient:
+        client = await JsClient().start(url, make_token(user_id, **claims))
         made.append(client)
         return client
 
@@ -283,3 +283,101 @@ async def test_a_drained_node_loses_its_clients_no_events(js, clients, start_ser
     await alice.send(f"reconnect {streams['b'].url}")
     assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
     await eventually(lambda: received(alice)[0] == ["while moving"])
+
+
+async def say(sender: Client, conversation: str, text: str) -> None:
+    answer = await sender.call("chat:message", {"conversation_id": conversation, "text": text})
+    assert answer["ok"], answer
+
+
+async def test_a_recovered_session_is_authorized_again(js, clients, start_server):
+    # alice's refreshed token no longer has one conversation, nor carol as a friend.
+    plugins = {"chats": {"membership": "claim"}, "socials": {"presence_visibility": "friends"}}
+    node = start_server({**recovery_config(None), "plugins": plugins})
+    alice_id, carol_id = f"alice-{next(_ids)}", f"carol-{next(_ids)}"
+    kept, gone = f"kept{next(_ids)}", f"gone{next(_ids)}"
+    alice = await js(node.url, alice_id, conversations=[kept, gone], friends=[carol_id])
+    await connected(alice, 1)
+    bob = await clients(node.url, make_token(f"bob-{next(_ids)}", conversations=[kept, gone]))
+    for conversation in (kept, gone):
+        await join_both(alice, bob, conversation)
+    subscribe = json.dumps({"user_ids": [carol_id]}, separators=(",", ":"))
+    assert (await ack(alice, f"call {{id}} presence:subscribe {subscribe}"))["ok"]
+
+    await drop(alice, node, alice_id)
+    for conversation in (gone, kept):
+        await say(bob, conversation, f"missed-{conversation}")
+    await clients(node.url, make_token(carol_id))  # a presence update alice misses
+    await alice.send(f"token {make_token(alice_id, conversations=[kept], friends=[])}")
+    await alice.send("reconnect")
+    assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
+    await eventually(lambda: received(alice)[0] == [f"missed-{kept}"])
+    # Live events after the replay: the sentinel comes after everything replayed.
+    for conversation in (gone, kept):
+        await say(bob, conversation, f"live-{conversation}")
+    await eventually(lambda: received(alice)[0][-1:] == [f"live-{kept}"])
+    assert received(alice)[0] == [f"missed-{kept}", f"live-{kept}"]
+    assert dave_updates(alice, carol_id) == []
+    assert (await ack(alice, f"join {{id}} {gone}"))["error"]["code"] == "forbidden"
+
+
+async def test_an_older_offset_replays_nothing_from_before_the_connection(
+    js, clients, start_server
+):
+    node = start_server(recovery_config(None))
+    alice_id, conversation = f"alice-{next(_ids)}", f"c{next(_ids)}"
+    bob = await clients(node.url, make_token(f"bob-{next(_ids)}"))
+    assert (await bob.call("chat:join", {"conversation_id": conversation}))["ok"]
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "before"})
+    alice = await js(node.url, alice_id)
+    await connected(alice, 1)
+    assert (await ack(alice, f"join {{id}} {conversation}"))["ok"]
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "seen"})
+    await eventually(lambda: received(alice)[0] == ["seen"])
+    pid = alice.seen("connect", "/chats")[-1]["pid"]
+    epoch = alice.event_args("chat:message", "/chats")[-1][1].split("-")[0]
+    await drop(alice, node, alice_id)
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "missed"})
+
+    # An offset from before alice connected: the replay starts where her session did.
+    await alice.send(f"forge {pid} {epoch}-0")
+    await alice.send("reconnect")
+    assert [c["recovered"] for c in await connected(alice, 2)] == [True, True]
+    await bob.call("chat:message", {"conversation_id": conversation, "text": "after"})
+    await eventually(lambda: received(alice)[0][-2:] == ["missed", "after"])
+    assert "before" not in received(alice)[0]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_saved_sessions_are_capped_per_user_and_in_total(backend, js, start_server, tmp_path):
+    redis_proc = redis_process(tmp_path).start() if backend == "redis" else None
+    try:
+        config = recovery_config(redis_proc)
+        config["auth"] |= {"max_connections_per_user": 2}
+        config["recovery"] |= {"max_sessions": 3}
+        node = start_server(config)
+        alice_id, bob_id = f"alice-{next(_ids)}", f"bob-{next(_ids)}"
+        # Each client leaves 2 sessions (/chats and /notifications) behind.
+        first = await js(node.url, alice_id)
+        await connected(first, 1)
+        await drop(first, node, alice_id)
+        second = await js(node.url, alice_id)
+        await connected(second, 1)
+        await drop(second, node, alice_id)  # alice's cap: the first client's go
+        bob = await js(node.url, bob_id)
+        await connected(bob, 1)
+        await drop(bob, node, bob_id)  # the total cap: the oldest of the second's goes
+        if redis_proc is not None:
+            keys = redis.Redis(port=redis_proc.port).keys("sanic_rt:session:*")
+            assert len(keys) == 3
+
+        await second.send("reconnect")
+        assert sorted(c["recovered"] for c in await connected(second, 2)) == [False, True]
+        await bob.send("reconnect")
+        assert [c["recovered"] for c in await connected(bob, 2)] == [True, True]
+        await drop(second, node, alice_id)  # (within alice's connection cap again)
+        await first.send("reconnect")
+        assert [c["recovered"] for c in await connected(first, 2)] == [False, False]
+    finally:
+        if redis_proc is not None:
+            redis_proc.stop()

@@ -82,6 +82,21 @@ class ChatsNamespace(BaseNamespace):
         await self.enter_room(sid, room)
         return {"conversation_id": conversation_id}
 
+    async def restore_rooms(self, sid: str, rooms: list[str]) -> list[str]:
+        """A recovered session's conversations, each authorized again like a ``chat:join``."""
+        kept: list[str] = []
+        limit = self.settings["max_conversations_per_connection"]
+        for room in rooms:
+            if room.startswith(ROOM_PREFIX):
+                if len(kept) >= limit:
+                    continue
+                try:
+                    await self.authorize(sid, "join", room[len(ROOM_PREFIX) :])
+                except AckError:
+                    continue  # the token no longer admits it: a fresh join is refused too
+            kept.append(room)
+        return kept
+
     def _joined_count(self, sid: str) -> int:
         # rooms(sid) costs as many as this connection's own rooms (sanic_rt/room_index.py).
         return sum(1 for room in self.rooms(sid) if room.startswith(ROOM_PREFIX))

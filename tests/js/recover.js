@@ -14,6 +14,7 @@
 //   reconnect [URL]         connect again, to URL if given (another node behind
 //                           the same load balancer); the client keeps pid and offset
 //   forge PID OFFSET        a tampered client: present PID and OFFSET on the next connect
+//   token TOKEN             present TOKEN on the next connect (a refreshed token)
 //   exit
 "use strict";
 
@@ -64,6 +65,9 @@ const commands = {
   forge(pid, offset) {
     sockets["/chats"]._pid = pid;
     sockets["/chats"]._lastOffset = offset;
+  },
+  token(fresh) {
+    options.auth.token = fresh; // both sockets share the auth object
   },
   exit() {
     for (const socket of Object.values(sockets)) {
