@@ -190,8 +190,9 @@ class BaseNamespace(socketio.AsyncNamespace):
         session = await self._claim_session(sid, user_id, auth)
         await self.enter_room(sid, user_room(user_id))
         # Follows are presence reads too: the same ``presence.read`` check as a subscribe.
-        followed, _forbidden = await self._readable(sid, sorted(follows - {user_id}))
-        gw.subscriptions.follow(self.namespace, sid, user_id, followed)
+        if followed_ids := sorted(follows - {user_id}):
+            followed, _forbidden = await self._readable(sid, followed_ids)
+            gw.subscriptions.follow(self.namespace, sid, user_id, followed)
         if session is not None:
             await self._restore_session(sid, state, session)
         self._schedule_expiry(sid, state)

@@ -248,11 +248,11 @@ class StreamManager(AsyncPubSubManager):
     async def save_session(
         self, pid: str, session: Session, ttl: float, limits: SessionLimits
     ) -> None:
-        args = [pid, session.dumps(), max(1, int(ttl * 1000)), limits.per_user, limits.total]
+        ttl_ms = max(1, int(ttl * 1000))
+        args: list[str | int] = [pid, session.dumps(), ttl_ms, limits.per_user, limits.total]
+        keys = self._session_keys(pid, session.user_id)
         try:
-            await self._save_session_script(
-                keys=self._session_keys(pid, session.user_id), args=[*args, self.session_prefix]
-            )
+            await self._save_session_script(keys=keys, args=[*args, self.session_prefix])
         except (RedisError, OSError) as err:
             log.warning("recovery session not saved (bus unavailable): %s", err)
 
