@@ -39,7 +39,7 @@ def streams_config(url: str, **sections: Any) -> dict[str, Any]:
     return base_config(presence=presence, cluster=cluster, **sections)
 
 
-async def chat_crosses_nodes(clients: Any, a: Proc, b: Proc) -> None:
+async def chat_crosses_nodes(clients: Any, a: Proc, b: Proc) -> tuple[Any, Any]:
     """A chat:message sent on ``a`` reaches a member of the conversation on ``b``."""
     alice = await clients(a.url, make_token("alice"))
     bob = await clients(b.url, make_token("bob"))
@@ -65,6 +65,7 @@ async def chat_crosses_nodes(clients: Any, a: Proc, b: Proc) -> None:
     assert len(texts) == len(set(texts)), texts  # nothing twice
     for node in (a, b):
         assert "Traceback" not in node.log()
+    return alice, bob
 
 
 async def test_streams_bus_on_a_cluster_url_delivers_across_nodes(
@@ -72,7 +73,29 @@ async def test_streams_bus_on_a_cluster_url_delivers_across_nodes(
 ):
     config = streams_config(cluster_setup.url())
     a, b = start_server(config), start_server(config)
-    await chat_crosses_nodes(clients, a, b)
+    alice, bob = await chat_crosses_nodes(clients, a, b)
+
+    # The bus stream's master hands its slots to its replica: the readers follow.
+    stream = f"{config['cluster']['channel']}:bus"
+    master = cluster_setup.master_of_slot(cluster_setup.keyslot(stream))
+    cluster_setup.failover_to(cluster_setup.replica_of(master))
+    await _arrives_after_failover(alice, bob)
+    for node in (a, b):
+        assert "Traceback" not in node.log()
+
+
+async def _arrives_after_failover(alice: Any, bob: Any) -> None:
+    before = len(bob.events("chat:message"))
+
+    async def delivered() -> bool:
+        ack = await alice.call("chat:message", {"conversation_id": "c1", "text": "after"})
+        if not ack["ok"]:  # an emit during the switch answers unavailable
+            assert ack["error"]["code"] == "unavailable", ack
+            return False
+        await eventually(lambda: len(bob.events("chat:message")) > before, timeout=5)
+        return True
+
+    await eventually(delivered, timeout=20)
 
 
 async def test_streams_bus_on_a_sentinel_url_delivers_across_nodes(
