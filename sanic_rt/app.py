@@ -24,7 +24,7 @@ from .config import Config, ConfigError, ServerConfig, load_config
 from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
-from .managers import RedisManager
+from .managers import RedisManager, close_manager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
@@ -360,6 +360,7 @@ def create_app(
         await plugins.notify("shutdown", app=app)
         await presence.close()
         await events.close()
+        await close_manager(sio.manager)
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app)
     app.ctx.asgi = limit_body_size(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from .backend import BackendUnavailable
+from .managers import CLOSE_TIMEOUT, cancel_task
 from .recovery import Recovery, Session, emit_args, message_args, parse_offset
 from .redis_connect import connect_redis
 
@@ -107,6 +109,13 @@ class StreamManager(AsyncPubSubManager):
         self.recovery: Recovery | None = None
         self.event_log = self  # the recovery store: the stream and keys next to it
         self._take_session_script = self.redis.register_script(TAKE_SESSION)
+
+    async def close(self) -> None:
+        """Stop the reader and release both Redis clients; called at shutdown."""
+        await cancel_task(getattr(self, "thread", None))
+        for client in (self._reader, self.redis):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT)
 
     # --- publishing ----------------------------------------------------------------
 
