@@ -205,8 +205,8 @@ async def test_beyond_the_window_is_a_fresh_connection(js, clients, start_server
     await drop(alice, short, alice_id)
     await bob.call("chat:message", {"conversation_id": conversation, "text": "missed"})
     bus = redis.Redis(port=streams["redis"].port)
-    assert bus.exists(f"sanic_rt:session:{pid}")
-    await eventually(lambda: not bus.exists(f"sanic_rt:session:{pid}"), timeout=10)
+    assert bus.exists(f"{{sanic_rt}}:session:{pid}")
+    await eventually(lambda: not bus.exists(f"{{sanic_rt}}:session:{pid}"), timeout=10)
     await alice.send("reconnect")
     assert [c["recovered"] for c in await connected(alice, 2)] == [False, False]
     # A fresh connection: not in the conversation, nothing replayed.
@@ -368,7 +368,7 @@ async def test_saved_sessions_are_capped_per_user_and_in_total(backend, js, star
         await connected(bob, 1)
         await drop(bob, node, bob_id)  # the total cap: the oldest of the second's goes
         if redis_proc is not None:
-            keys = redis.Redis(port=redis_proc.port).keys("sanic_rt:session:*")
+            keys = redis.Redis(port=redis_proc.port).keys("{sanic_rt}:session:*")
             assert len(keys) == 3
 
         await second.send("reconnect")
