@@ -88,6 +88,9 @@ class SessionLimits:
     total: int = 100_000
 
 
+DEFAULT_LIMITS = SessionLimits()
+
+
 class RecoveryStore(Protocol):
     """Where sessions and missed events come from (the manager implements it)."""
 
@@ -100,7 +103,7 @@ class RecoveryStore(Protocol):
         """
 
     async def save_session(
-        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits = DEFAULT_LIMITS
     ) -> None:
         """Keep ``session`` for ``ttl`` seconds, dropping the oldest past ``limits``."""
 
@@ -387,7 +390,7 @@ class MemoryEventLog:
         return f"{self._epoch}-{self._seq}"  # one process: delivered as logged
 
     async def save_session(
-        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits = DEFAULT_LIMITS
     ) -> None:
         now = time.monotonic()
         sessions = self._sessions

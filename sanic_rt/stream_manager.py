@@ -31,7 +31,15 @@ from socketio.packet import Packet
 
 from .backend import BackendUnavailable
 from .managers import CLOSE_TIMEOUT, cancel_task
-from .recovery import Recovery, Session, SessionLimits, emit_args, message_args, parse_offset
+from .recovery import (
+    DEFAULT_LIMITS,
+    Recovery,
+    Session,
+    SessionLimits,
+    emit_args,
+    message_args,
+    parse_offset,
+)
 from .redis_connect import connect_redis
 
 log = logging.getLogger("sanic_rt.stream_manager")
@@ -277,7 +285,7 @@ class StreamManager(AsyncPubSubManager):
         return [self.session_prefix + pid, f"{tag}:session-user:{user_id}", f"{tag}:sessions"]
 
     async def save_session(
-        self, pid: str, session: Session, ttl: float, limits: SessionLimits
+        self, pid: str, session: Session, ttl: float, limits: SessionLimits = DEFAULT_LIMITS
     ) -> None:
         ttl_ms = max(1, int(ttl * 1000))
         args: list[str | int] = [pid, session.dumps(), ttl_ms, limits.per_user, limits.total]

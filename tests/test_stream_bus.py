@@ -184,6 +184,7 @@ def test_replay_starts_where_delivery_had_got_to():
     assert _resume_from(None, session) == "5-0"  # saw no event: from its start
     assert _resume_from("8-3", session) == "8-3"
     assert _resume_from("12-0", session) == "9-0"  # an own emit ahead of the reader
+    assert _resume_from("3-7", session) == "5-0"  # from before its start: clamped to it
     assert _resume_from("garbage", session) is None
     assert _resume_from(12, session) is None
 
