@@ -127,6 +127,9 @@ class PresenceConfig:
     max_pending_disconnects: int = _opt(
         10_000, "disconnects kept per node while storage is down", min=1
     )
+    max_status_changes_per_minute: int = _opt(
+        30, "presence:set_status per user and node (burst as many)", min=1, max=100_000
+    )
     redis: RedisConfig = field(default_factory=RedisConfig)
     memcached: MemcachedConfig = field(default_factory=MemcachedConfig)
 
