@@ -24,7 +24,6 @@ from .logs import quiet_socketio_logs
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
-from .presence_model import Timings
 from .sio_server import GatewayServer
 
 log = logging.getLogger("sanic_rt")
@@ -148,10 +147,8 @@ def create_app(
             "presence.backend",
             f"unknown backend {name!r} (have: {', '.join(sorted(backends))})",
         )
-    timings = Timings(
-        config.presence.ttl, config.presence.offline_grace, config.presence.idle_timeout
-    )
-    backend = backends[name](config, timings)
+    # The [presence] section is the backend's Timings: one object, no copy.
+    backend = backends[name](config, config.presence)
     check_deployment(config, backend.shared)
     keys = api_keys(config)
     server = config.server

@@ -141,6 +141,9 @@ class Presence:
     ) -> None:
         self.backend = backend
         self.config = config
+        #: ttl, grace, idle, sweep and node timings: the backend's own object (in
+        #: the app, the ``[presence]`` section), so both sides use the same values
+        self.timings = backend.timings
         self.max_connections = max_connections
         self.clock = clock
         self.local: dict[str, Connection] = {}  # this node's connections by sid
@@ -172,9 +175,9 @@ class Presence:
         """Start the backend and the refresh and sweep jobs (the app does this)."""
         await self.backend.start()
         self._tasks = [
-            asyncio.create_task(self._every(self.config.ttl / 3, self.refresh_local)),
-            asyncio.create_task(self._every(self.config.sweep_interval, self.sweep)),
-            asyncio.create_task(self._every(self.config.node_ttl / 3, self.beat_node)),
+            asyncio.create_task(self._every(self.timings.ttl / 3, self.refresh_local)),
+            asyncio.create_task(self._every(self.timings.sweep_interval, self.sweep)),
+            asyncio.create_task(self._every(self.timings.node_ttl / 3, self.beat_node)),
         ]
 
     async def close(self) -> None:
@@ -326,7 +329,7 @@ class Presence:
         An away user's first activity always passes the throttle: away comes
         only after idle_timeout without activity, longer than the throttle.
         """
-        throttle = min(5.0, self.config.idle_timeout / 4)
+        throttle = min(5.0, self.timings.idle_timeout / 4)
         if self.clock() - self._activity_flushed.get(sid, float("-inf")) >= throttle:
             # Not awaited: the event's handler need not wait for the write.
             self._activity_flushed[sid] = self.clock()
@@ -401,7 +404,7 @@ class Presence:
         Every node refreshes its registered connections every ttl/3; half a
         ttl leaves a refresh its own time to run.
         """
-        return self.config.ttl / 2
+        return self.timings.ttl / 2
 
     def _recovered(self) -> bool:
         """Whether every node has re-registered its connections since the last outage.
@@ -470,7 +473,7 @@ class Presence:
         live ones need one beat to renew it.
         """
         forget, self._forget_nodes = self._forget_nodes, []
-        now, node_ttl = self.clock(), self.config.node_ttl
+        now, node_ttl = self.clock(), self.timings.node_ttl
         dead = await self._call(self.backend.node_heartbeat(self.node, now, node_ttl, forget))
         if not dead or not self._up_for(node_ttl):
             return

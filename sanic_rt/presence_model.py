@@ -12,16 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported: backends and plugins import it from here (see sanic_rt.api).
+from .config import Timings as Timings
+
 STATUSES = ("online", "away", "dnd", "invisible")
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Presence timings in seconds, as a backend receives them (from ``[presence]``)."""
-
-    ttl: float = 60.0
-    offline_grace: float = 5.0
-    idle_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +156,10 @@ class UserState:
             times.append(self.last_active + t.idle_timeout)
         return min(times) if times else None
 
+    def nodes(self) -> set[str]:
+        """The nodes holding this user's stored connections (entries without a node omitted)."""
+        return {c[3] for c in self.conns.values() if len(c) > 3 and c[3]}
+
     def is_empty(self) -> bool:
         return not self.online and not self.conns
 
@@ -187,9 +185,12 @@ class UserState:
             self.public_last_seen = now
 
     def connect(self, conn: Connection, now: float, t: Timings, max_connections: int) -> bool:
-        self._prune(now)
-        if conn.sid not in self.conns and len(self.conns) >= max_connections:
+        live = [sid for sid, c in self.conns.items() if c[0] > now]
+        if conn.sid not in live and len(live) >= max_connections:
+            # Refused: nothing changes, expired entries included (the Lua twin
+            # writes nothing back either).
             return False
+        self._prune(now)
         self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         self.last_active = now
