@@ -123,13 +123,37 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
     return None
 
 
+#: what the gateway keeps on ``app.ctx``; a host app must not use these names
+CTX_NAMES = ("gateway", "asgi", "check_api_key")
+
+
+def _check_host(app: Sanic) -> None:
+    """Refuse a host app whose ``app.ctx`` already holds one of our names."""
+    taken = [name for name in CTX_NAMES if hasattr(app.ctx, name)]
+    if taken:
+        raise ValueError(
+            f"cannot mount sanic-rt into Sanic app {app.name!r}: app.ctx.{taken[0]} is "
+            "already set (sanic-rt is attached already, or the app uses that name)"
+        )
+
+
 def create_app(
     config: Config | None = None,
     *,
     extra_plugins: Iterable[tuple[str, Any]] = (),
     clock: Callable[[], float] = time.time,
+    app: Sanic | None = None,
 ) -> Sanic:
-    """Build the app. Raises ConfigError or PluginError for bad config or plugins."""
+    """Build the app. Raises ConfigError or PluginError for bad config or plugins.
+
+    With ``app``, mount the gateway into that existing Sanic app instead (see
+    :func:`sanic_rt.attach`, the documented way): its routes, middleware,
+    listeners, config and ``app.ctx`` stay as they are, and only the
+    ``/api/v1/`` routes, their API-key check and error envelope, two listeners
+    and ``app.ctx.gateway``/``asgi``/``check_api_key`` are added.
+    """
+    if app is not None:
+        _check_host(app)
     config = config or load_config()
     plugins = PluginHost(config)
     plugins.load(extra_plugins)
@@ -186,14 +210,16 @@ def create_app(
         sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))
     gateway.namespaces = list(namespaces)
 
-    app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
-    app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
-    # TouchUp recompiles Sanic methods from source and fails when several apps
-    # share a process (tests); it only trims unused signal dispatch.
-    app.config.TOUCHUP = False
-    app.ctx.config = config
+    standalone = app is None
+    if app is None:
+        app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
+        app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
+        # TouchUp recompiles Sanic methods from source and fails when several apps
+        # share a process (tests); it only trims unused signal dispatch.
+        app.config.TOUCHUP = False
+        app.ctx.config = config
     app.ctx.gateway = gateway
-    http_api.install(app, keys, config.production)
+    http_api.install(app, keys, config.production, standalone=standalone)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
 

@@ -33,6 +33,8 @@ API_PREFIX = "/api/"
 MAX_QUERY_IDS = 500
 
 core = Blueprint("sanic_rt_core")
+#: the routes of a standalone server only; an app sanic-rt is attached to has its own
+service = Blueprint("sanic_rt_service")
 
 
 def envelope(data: Any = None, status: int = 200) -> HTTPResponse:
@@ -122,12 +124,12 @@ def require_api_key(handler: Handler) -> Handler:
     return guarded  # type: ignore[return-value]
 
 
-@core.get("/health")
+@service.get("/health")
 async def health(request: Request) -> HTTPResponse:
     return json({"ok": True, "data": {"status": "up"}})
 
 
-@core.get("/ready")
+@service.get("/ready")
 async def ready(request: Request) -> HTTPResponse:
     gw = gateway_of(request)
     parts = {"presence": "up", "cluster": "up"}
@@ -188,9 +190,17 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
     return envelope({"connections": count})
 
 
-def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None:
-    """Add the core routes, the API-key check and the envelope error handlers."""
+def install(
+    app: Sanic[Any, Any], api_keys: list[str], production: bool, *, standalone: bool = True
+) -> None:
+    """Add the core routes, the API-key check and the envelope error handlers.
+
+    ``standalone=False`` (an app sanic-rt is attached to) leaves out the
+    service routes (``/health``, ``/ready``): the host app has its own.
+    """
     app.blueprint(core)
+    if standalone:
+        app.blueprint(service)
     keys = [k.encode() for k in api_keys]
     if not keys:
         if production:

@@ -19,6 +19,8 @@ from .config import Config, load_config
 from .logs import configure_logging
 
 CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
+#: ``serve --app module:attribute``, for the worker processes
+APP_SPEC_ENV = "SANIC_RT_APP"
 # Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
 WS_FRAME_HEADROOM = 1024
 
@@ -84,6 +86,10 @@ def app_from_env() -> Any:
     # Workers are spawned, not forked: the parent's logging set-up is not theirs.
     configure_logging()
     path = os.environ.get(CONFIG_PATH_ENV) or None
+    if os.environ.get(APP_SPEC_ENV):
+        from .hosting import load_app  # hosting imports this module
+
+        return load_app(os.environ[APP_SPEC_ENV], load_config(path))
     return limit_header_size(create_app(load_config(path)).ctx.asgi)
 
 
@@ -106,10 +112,18 @@ def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
     )
 
 
-def serve(config: Config, config_path: str | None) -> None:
+def serve(config: Config, config_path: str | None, app_spec: str | None = None) -> None:
+    """Serve the standalone app, or with ``app_spec`` (``--app``) a host app sanic-rt is in."""
     # Build the app once here even with workers: bad config or plugins must
     # exit 2 from the parent, before any worker is forked.
-    app = create_app(config)
+    if app_spec is None:
+        asgi = limit_header_size(create_app(config).ctx.asgi)
+    else:
+        from .hosting import load_app  # hosting imports this module
+
+        hosted = load_app(app_spec, config)
+        asgi, config = hosted, hosted.config
+        os.environ[APP_SPEC_ENV] = app_spec
     if config.server.workers > 1:
         if config_path:
             os.environ[CONFIG_PATH_ENV] = os.path.abspath(config_path)
@@ -118,7 +132,7 @@ def serve(config: Config, config_path: str | None) -> None:
         _run_workers(uv)
         return
     _exit_cleanly_after_shutdown()
-    uvicorn.Server(uvicorn_config(config, limit_header_size(app.ctx.asgi))).run()
+    uvicorn.Server(uvicorn_config(config, asgi)).run()
 
 
 def _exit_cleanly_after_shutdown() -> None:
