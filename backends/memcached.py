@@ -113,12 +113,12 @@ class _Loaded:
 class _Updated:
     """What one gets/cas pass over several users achieved.
 
-    ``results``: user -> (public view before, state after, apply's result), for
+    ``results``: user -> (its visible change, if any, state after, apply's result), for
     every user whose write landed or needed none. ``failed``: user -> why not
     (server down, cas retries exhausted); those users were left as they were.
     """
 
-    results: dict[str, tuple[PublicView, UserState, Any]]
+    results: dict[str, tuple[list[PublicView], UserState, Any]]
     failed: dict[str, str]
 
     def changes(self, user_ids: Sequence[str]) -> list[PublicView]:
@@ -126,11 +126,10 @@ class _Updated:
         out: list[PublicView] = []
         for user_id in user_ids:
             if user_id in self.results:
-                before, state, _ = self.results[user_id]
-                out += _changed(user_id, before, state)
+                out += self.results[user_id][0]
         return out
 
-    def one(self, user_id: str) -> tuple[PublicView, UserState, Any] | None:
+    def one(self, user_id: str) -> tuple[list[PublicView], UserState, Any] | None:
         """The result of a single-user operation, which has no batch to report into."""
         if user_id in self.failed:
             raise BackendUnavailable(self.failed[user_id])
@@ -348,7 +347,7 @@ class MemcachedBackend(PresenceBackend):
         they decided must reach the caller to be announced. Then writes the
         bucket entries of the users whose records changed.
         """
-        results: dict[str, tuple[PublicView, UserState, Any]] = {}
+        results: dict[str, tuple[list[PublicView], UserState, Any]] = {}
         failed: dict[str, str] = {}
         index_writes: dict[str, tuple[int, list[Any] | None]] = {}
         # Servers found unreachable during this call: not asked again, so a hung
@@ -375,6 +374,8 @@ class MemcachedBackend(PresenceBackend):
                 before_json = _JSON.encode(state.to_json()) if loaded.exists else None
                 before = state.public_view(user_id)
                 outcome = apply(user_id, state)
+                # Numbered here, so the seq is stored by the same cas as the change.
+                changes = state.announce(user_id, before, now)
                 entry = self._index_entry(state, loaded.index, now, force_index)
                 stale = entry is not None and now - loaded.indexed_at >= self.timings.ttl
                 write_index = force_index or entry != loaded.index or stale
@@ -382,12 +383,12 @@ class MemcachedBackend(PresenceBackend):
                 if not loaded.exists and ((state.is_empty() and not create) or outcome is False):
                     # Nothing to keep for an unknown user (a refused connect, a
                     # sweep of a lost record): only the index may need a tombstone.
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     if write_index and force_index:
                         index_writes[user_id] = (max(1, int(now * 1000)), entry)
                     continue
                 if _JSON.encode(state_json) == before_json and not write_index:
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     continue
                 # Versions only grow, and start from the clock, so a record
                 # lost and re-created still out-ranks its old bucket entry.
@@ -408,7 +409,7 @@ class MemcachedBackend(PresenceBackend):
                     dead[server] = failed[user_id] = str(err)
                     continue
                 if stored:
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     if write_index:
                         index_writes[user_id] = (version, entry)
                 else:
@@ -558,10 +559,10 @@ class MemcachedBackend(PresenceBackend):
         def run() -> ConnectResult:
             one = self._update_users([conn.user_id], apply, now).one(conn.user_id)
             assert one is not None  # created when missing, so always a result
-            before, state, accepted = one
+            changes, _state, accepted = one
             if not accepted:
                 return ConnectResult(False, [])
-            return ConnectResult(True, _changed(conn.user_id, before, state))
+            return ConnectResult(True, changes)
 
         return await self._run(run)
 
@@ -581,8 +582,8 @@ class MemcachedBackend(PresenceBackend):
                 raise BackendUnavailable(next(iter(updated.failed.values())))
             changes: list[PublicView] = []
             statuses: dict[str, str] = {}
-            for user_id, (before, state, _) in updated.results.items():
-                changes += _changed(user_id, before, state)
+            for user_id, (user_changes, state, _) in updated.results.items():
+                changes += user_changes
                 statuses[user_id] = state.effective_status()
             return TouchResult(changes, statuses, frozenset(updated.failed))
 
@@ -596,8 +597,8 @@ class MemcachedBackend(PresenceBackend):
             one = self._update_users([user_id], apply, now, create=False).one(user_id)
             if one is None:
                 return DisconnectResult([], None)
-            before, state, _ = one
-            return DisconnectResult(_changed(user_id, before, state), state.grace_until)
+            changes, state, _ = one
+            return DisconnectResult(changes, state.grace_until)
 
         return await self._run(run)
 
@@ -610,8 +611,8 @@ class MemcachedBackend(PresenceBackend):
             # several nodes settling such a disconnect only one sees the change.
             one = self._update_users([user_id], apply, now).one(user_id)
             assert one is not None  # created when missing, so always a result
-            before, state, _ = one
-            return DisconnectResult(_changed(user_id, before, state), state.grace_until)
+            changes, state, _ = one
+            return DisconnectResult(changes, state.grace_until)
 
         return await self._run(run)
 
@@ -733,8 +734,8 @@ class MemcachedBackend(PresenceBackend):
         def run() -> tuple[PresenceRecord, list[PublicView]]:
             one = self._update_users([user_id], apply, now).one(user_id)
             assert one is not None  # created when missing, so always a result
-            before, state, _ = one
-            return state.record(user_id, now), _changed(user_id, before, state)
+            changes, state, _ = one
+            return state.record(user_id, now), changes
 
         return await self._run(run)
 
@@ -778,11 +779,6 @@ class MemcachedBackend(PresenceBackend):
             return PresenceStats(users, sum(by_namespace.values()), dict(by_namespace))
 
         return await self._run(run)
-
-
-def _changed(user_id: str, before: PublicView, state: UserState) -> list[PublicView]:
-    after = state.public_view(user_id)
-    return [after] if after != before else []
 
 
 @hookimpl

@@ -54,7 +54,9 @@ class MemoryBackend(PresenceBackend):
             state = self._users[user_id] = UserState()
         return state
 
-    def _commit(self, user_id: str, state: UserState, before: PublicView) -> list[PublicView]:
+    def _commit(
+        self, user_id: str, state: UserState, before: PublicView, now: float
+    ) -> list[PublicView]:
         """Re-index the user after a change and return the visible change, if any."""
         was_online = self._is_indexed(user_id)
         if state.online and not was_online:
@@ -67,8 +69,7 @@ class MemoryBackend(PresenceBackend):
         elif self._deadlines.get(user_id) != deadline:
             self._deadlines[user_id] = deadline
             heapq.heappush(self._heap, (deadline, user_id))
-        after = state.public_view(user_id)
-        return [after] if after != before else []
+        return state.announce(user_id, before, now)
 
     def _is_indexed(self, user_id: str) -> bool:
         i = bisect.bisect_left(self._online, user_id)
@@ -81,7 +82,7 @@ class MemoryBackend(PresenceBackend):
         before = state.public_view(conn.user_id)
         if not state.connect(conn, now, self.timings, max_connections):
             return ConnectResult(False, [])
-        return ConnectResult(True, self._commit(conn.user_id, state, before))
+        return ConnectResult(True, self._commit(conn.user_id, state, before, now))
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         changes: list[PublicView] = []
@@ -90,7 +91,7 @@ class MemoryBackend(PresenceBackend):
             state = self._state(conn.user_id)
             before = state.public_view(conn.user_id)
             state.touch(conn, now, self.timings, activity)
-            changes += self._commit(conn.user_id, state, before)
+            changes += self._commit(conn.user_id, state, before, now)
             statuses[conn.user_id] = state.effective_status()
         return TouchResult(changes, statuses)
 
@@ -100,14 +101,14 @@ class MemoryBackend(PresenceBackend):
             return DisconnectResult([], None)
         before = state.public_view(user_id)
         state.disconnect(sid, now, self.timings)
-        changes = self._commit(user_id, state, before)
+        changes = self._commit(user_id, state, before, now)
         return DisconnectResult(changes, state.grace_until)
 
     async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
         state = self._state(user_id)
         before = state.public_view(user_id)
         state.disconnect_after_outage(sid, now, self.timings)
-        changes = self._commit(user_id, state, before)
+        changes = self._commit(user_id, state, before, now)
         return DisconnectResult(changes, state.grace_until)
 
     async def node_heartbeat(
@@ -135,7 +136,7 @@ class MemoryBackend(PresenceBackend):
             before = state.public_view(user_id)
             state.drop_nodes(dead, now, self.timings)
             settled += 1
-            changes += self._commit(user_id, state, before)
+            changes += self._commit(user_id, state, before, now)
         return NodeSweep(changes, frozenset())
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
@@ -145,7 +146,7 @@ class MemoryBackend(PresenceBackend):
             if state is not None:
                 before = state.public_view(user_id)
                 state.settle(now, self.timings)
-                changes += self._commit(user_id, state, before)
+                changes += self._commit(user_id, state, before, now)
         return changes
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
@@ -163,7 +164,7 @@ class MemoryBackend(PresenceBackend):
         state = self._state(user_id)
         before = state.public_view(user_id)
         state.set_status(status, now)
-        changes = self._commit(user_id, state, before)
+        changes = self._commit(user_id, state, before, now)
         return state.record(user_id, now), changes
 
     async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:

@@ -15,6 +15,8 @@ touches one slot (Redis Cluster safe)::
     <prefix>:{<prefix>:<s>}:ns           HASH namespace -> live connection entries
     <prefix>:{<prefix>:<s>}:node:<id>    SET users node <id> holds connections of (liveness)
     <prefix>:nodes                       ZSET node -> alive until (node liveness, any slot)
+    <events key>:{<prefix>:<s>}          STREAM presence events of the shard's users
+                                         (only with [events.stream]; see events_key)
 
 Expiry is decided from the callers' clocks passed as arguments; native
 PEXPIRE on a user's hash is only a clean-up net, far beyond ttl.
@@ -109,6 +111,8 @@ def state_from_hash(flat: dict[bytes, bytes]) -> UserState:
             state.public_last_seen = _num(value)
         elif field == b"g":
             state.grace_until = _num(value)
+        elif field == b"q":
+            state.seq = int(value)
     return state
 
 
@@ -116,10 +120,18 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _changes(rows: list[list[bytes]]) -> list[PublicView]:
+def _changes(rows: list[list[bytes]], now: float) -> list[PublicView]:
     return [
-        PublicView(uid.decode(), online == b"1", status.decode(), _num(last_seen))
-        for uid, online, status, last_seen in rows
+        PublicView(
+            uid.decode(),
+            online == b"1",
+            status.decode(),
+            _num(last_seen),
+            seq=int(seq),
+            at=now,
+            was_online=was_online == b"1",
+        )
+        for uid, online, status, last_seen, seq, was_online in rows
     ]
 
 
@@ -154,6 +166,12 @@ class RedisBackend(PresenceBackend):
             repr(float(self.timings.idle_timeout)),
             str(int(expire * 1000)),
         ]
+        self.stream = self.config.events.stream_enabled()
+        self.events_base = self.config.events.stream.key or f"{self.prefix}:events"
+        if "{" in self.events_base or "}" in self.events_base:
+            raise ConfigError(self.config.source, "events.stream.key", "must not contain { or }")
+        # maxlen counts the entries of all the shards' streams together.
+        self._maxlen = str(-(-self.config.events.stream.maxlen // self.shards))
         pool = aioredis.BlockingConnectionPool.from_url(
             cfg.url,
             max_connections=cfg.pool_size,
@@ -185,6 +203,13 @@ class RedisBackend(PresenceBackend):
         tag = self._tag(shard)
         return [f"{tag}:online", f"{tag}:due", f"{tag}:ns"]
 
+    def events_key(self, shard: int) -> str:
+        """The event stream of one shard: in the shard's slot, so its script may write it."""
+        return f"{self.events_base}:{{{self.prefix}:{shard}}}"
+
+    def event_stream_keys(self) -> list[str] | None:
+        return [self.events_key(s) for s in range(self.shards)] if self.stream else None
+
     def _by_shard(self, user_ids: Sequence[str]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         for user_id in dict.fromkeys(user_ids):
@@ -215,9 +240,15 @@ class RedisBackend(PresenceBackend):
     def _args(self, op: str, now: float, *rest: Any) -> list[Any]:
         return [op, repr(float(now)), *self._timing_args, *rest]
 
+    def _event_args(self, shard: int) -> list[str]:
+        """The script's last two arguments: the shard's stream ('' = none) and maxlen."""
+        return [self.events_key(shard) if self.stream else "", self._maxlen]
+
     async def _run(self, shard: int, user_keys: list[str], args: list[Any]) -> list[Any]:
         async with self._guard():
-            return await self.script(keys=self._index_keys(shard) + user_keys, args=args)
+            return await self.script(
+                keys=self._index_keys(shard) + user_keys, args=args + self._event_args(shard)
+            )
 
     async def _run_many(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
         """Several script calls (one per shard) in one pipelined round trip.
@@ -237,6 +268,7 @@ class RedisBackend(PresenceBackend):
                 for i in pending:
                     shard, user_keys, args = calls[i]
                     keys = self._index_keys(shard) + user_keys
+                    args = args + self._event_args(shard)
                     pipe.evalsha(self.script.sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
                 missing = []
@@ -273,7 +305,7 @@ class RedisBackend(PresenceBackend):
         result, changes = await self._run(
             self.shard(uid), [self.user_key(uid)], self._args("connect", now, *fields)
         )
-        return ConnectResult(result[0] == b"1", _changes(changes))
+        return ConnectResult(result[0] == b"1", _changes(changes, now))
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)
@@ -292,7 +324,7 @@ class RedisBackend(PresenceBackend):
         changes: list[PublicView] = []
         statuses: dict[str, str] = {}
         for result, shard_changes in await self._run_many(calls):
-            changes += _changes(shard_changes)
+            changes += _changes(shard_changes, now)
             statuses.update(
                 (uid.decode(), status.decode()) for uid, status in _pairs(result).items()
             )
@@ -304,7 +336,7 @@ class RedisBackend(PresenceBackend):
             [self.user_key(user_id)],
             self._args("disconnect", now, user_id, sid),
         )
-        return DisconnectResult(_changes(changes), _num(result[0]))
+        return DisconnectResult(_changes(changes, now), _num(result[0]))
 
     async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
         result, changes = await self._run(
@@ -312,7 +344,7 @@ class RedisBackend(PresenceBackend):
             [self.user_key(user_id)],
             self._args("disconnect_after_outage", now, user_id, sid),
         )
-        return DisconnectResult(_changes(changes), _num(result[0]))
+        return DisconnectResult(_changes(changes, now), _num(result[0]))
 
     async def node_heartbeat(
         self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
@@ -338,7 +370,7 @@ class RedisBackend(PresenceBackend):
         changes: list[PublicView] = []
         remaining: set[str] = set()
         for result, shard_changes in await self._run_many(calls):
-            changes += _changes(shard_changes)
+            changes += _changes(shard_changes, now)
             remaining.update(n.decode() for n in result)
         return NodeSweep(changes, frozenset(remaining))
 
@@ -347,7 +379,8 @@ class RedisBackend(PresenceBackend):
             (shard, [self.user_key(uid) for uid in ids], self._args("settle", now, *ids))
             for shard, ids in self._by_shard(user_ids).items()
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        replies = await self._run_many(calls)
+        return [c for _result, changes in replies for c in _changes(changes, now)]
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         """Settle due users of every shard, up to ``limit`` per shard, in one round trip."""
@@ -355,7 +388,8 @@ class RedisBackend(PresenceBackend):
             (shard, [], self._args("sweep", now, limit, f"{self._tag(shard)}:u:"))
             for shard in range(self.shards)
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        replies = await self._run_many(calls)
+        return [c for _result, changes in replies for c in _changes(changes, now)]
 
     async def set_status(
         self, user_id: str, status: str, now: float
@@ -366,7 +400,7 @@ class RedisBackend(PresenceBackend):
             self._args("set_status", now, user_id, status),
         )
         record = state_from_hash(_pairs(result)).record(user_id, now)
-        return record, _changes(changes)
+        return record, _changes(changes, now)
 
     async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
         ids = list(dict.fromkeys(user_ids))

@@ -18,6 +18,9 @@
 --           drop_nodes get the prefix "<tag>:u:" in ARGV instead
 --   <tag>:node:<node>     SET user ids with a connection entry of <node>
 --                         (named from KEYS[3]; kept in step by commit())
+--   <events key>:{<prefix>:<shard>}  STREAM of the shard's presence events, named
+--                         by the second-to-last ARGV ('' = [events.stream] off;
+--                         see set_events), one entry per visible change
 -- The node liveness ZSET <prefix>:nodes is written by redis.py, not here.
 --
 -- User hash fields (UserState attributes; absent = nil/None):
@@ -25,6 +28,7 @@
 --   o  online "1"/"0"            i  idle (auto away) "1"/"0"
 --   a  last_active               l  last_seen
 --   p  public_last_seen          g  grace_until (offline pending)
+--   q  seq of the last visible change (presence_model.next_seq)
 --   c:<sid>  one connection: "<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>"
 --            (lengths in bytes; entries written before node ids have no
 --            ",<len(node)>" and no node)
@@ -142,6 +146,8 @@ local function load(key, uid)
       st.public_last_seen = tonumber(v)
     elseif f == 'g' then
       st.grace_until = tonumber(v)
+    elseif f == 'q' then
+      st.seq = tonumber(v)
     end
   end
   st.was_online = st.online
@@ -326,6 +332,54 @@ local function op_set_status(st, status, now)
   st.idle = false
 end
 
+-- presence events -----------------------------------------------------------------
+-- Every operation's last two arguments are this shard's event stream ('' when
+-- off) and its approximate maxlen (backends/redis.py appends them).
+
+local EVENTS_KEY, EVENTS_MAXLEN
+
+local function set_events(key, maxlen)
+  EVENTS_KEY, EVENTS_MAXLEN = key, maxlen
+end
+
+-- presence_model.next_seq: grows with every change, from the clock (ms) up.
+local function next_seq(seq, now)
+  return math.max((seq or 0) + 1, math.floor(now * 1000))
+end
+
+local function json_num(x)
+  return x and fmt(x) or 'null'
+end
+
+-- The event of sanic_rt/events.py presence_event(), as JSON.
+local function event_json(st, after, before, seq, now)
+  local kind = 'presence.status'
+  if not after[1] then
+    kind = 'presence.offline'
+  elseif not before[1] then
+    kind = 'presence.online'
+  end
+  return '{"id":' .. cjson.encode(st.uid .. ':' .. seq) .. ',"type":"' .. kind
+    .. '","user_id":' .. cjson.encode(st.uid) .. ',"online":' .. tostring(after[1])
+    .. ',"status":"' .. after[2] .. '","last_seen":' .. json_num(after[3])
+    .. ',"seq":' .. seq .. ',"at":' .. fmt(now) .. '}'
+end
+
+-- Number a visible change, store its seq and append its event to the stream,
+-- in the script that decides it: no change without its event, none twice.
+-- Returns the seq (a string).
+local function emit_event(st, after, before)
+  local now = tonumber(ARGV[2])
+  st.seq = next_seq(st.seq, now)
+  local seq = string.format('%.0f', st.seq)
+  redis.call('HSET', st.key, 'q', seq)
+  if EVENTS_KEY ~= '' then
+    redis.call('XADD', EVENTS_KEY, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'event', event_json(st, after, before, seq, now))
+  end
+  return seq
+end
+
 -- write-back ----------------------------------------------------------------------
 
 local function bool(b)
@@ -333,7 +387,8 @@ local function bool(b)
 end
 
 -- Write the state back, re-index it, and append the visible change (if any)
--- to `changes` as {user_id, online "1"/"0", status, last_seen or ""}.
+-- to `changes` as {user_id, online "1"/"0", status, last_seen or "", seq,
+-- online before "1"/"0"}.
 local function commit(st, online_key, due_key, changes)
   local set = {
     's', st.status, 'o', bool(st.online), 'i', bool(st.idle), 'a', fmt(st.last_active),
@@ -384,7 +439,10 @@ local function commit(st, online_key, due_key, changes)
   local after = public_view(st)
   local before = st.before
   if after[1] ~= before[1] or after[2] ~= before[2] or after[3] ~= before[3] then
-    changes[#changes + 1] = {st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or ''}
+    local seq = emit_event(st, after, before)
+    changes[#changes + 1] = {
+      st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or '', seq, bool(before[1]),
+    }
   end
   st.before = after
 end
@@ -397,11 +455,13 @@ end
 -- ============================== operation ==================================
 -- ARGV[1] operation, ARGV[2] now, ARGV[3..6] ttl, offline_grace, idle_timeout,
 -- key expiry (ms); KEYS[1..3] the shard's online, due and ns keys; the rest
--- per operation. Returns {result, changes}.
+-- per operation, then the two event arguments (see set_events). Returns
+-- {result, changes}.
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 set_timings(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+set_events(ARGV[#ARGV - 1], ARGV[#ARGV])
 local online_key, due_key, ns_key = KEYS[1], KEYS[2], KEYS[3]
 local changes = {}
 local result = {}
@@ -421,7 +481,7 @@ elseif op == 'touch' then
   -- KEYS[4..] users; ARGV[7] activity; then (user index, user id, sid, namespace, device, node)
   local activity = ARGV[7] == '1'
   local states, order = {}, {}
-  for i = 8, #ARGV, 6 do
+  for i = 8, #ARGV - 2, 6 do
     local idx = tonumber(ARGV[i])
     local st = states[idx]
     if st == nil then
@@ -477,13 +537,14 @@ elseif op == 'disconnect_after_outage' then
   commit(st, online_key, due_key, changes)
   result = {st.grace_until and fmt(st.grace_until) or ''}
 elseif op == 'drop_nodes' then
-  -- ARGV[7] limit, ARGV[8] user key prefix of this shard, ARGV[9..] dead nodes.
+  -- ARGV[7] limit, ARGV[8] user key prefix of this shard, ARGV[9..] dead nodes (then the
+  -- two event arguments).
   -- Returns the dead nodes that still hold connections here (the limit was hit).
   local dead, budget = {}, tonumber(ARGV[7])
-  for i = 9, #ARGV do
+  for i = 9, #ARGV - 2 do
     dead[ARGV[i]] = true
   end
-  for i = 9, #ARGV do
+  for i = 9, #ARGV - 2 do
     local node = ARGV[i]
     local node_key = NODE_KEY_PREFIX .. node
     if budget > 0 then

@@ -19,12 +19,16 @@ from sanic import Sanic
 from . import http_api
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
+from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
+from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .sio_server import GatewayServer
+from .stream_manager import StreamManager
+from .targeted_bus import TargetedStreamManager
 
 log = logging.getLogger("sanic_rt")
 _app_numbers = itertools.count(1)
@@ -52,9 +56,24 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             f"{config.presence.backend!r} is one process only: use redis or memcached "
             "with several workers or a cluster manager",
         )
+    if config.recovery.enabled and config.cluster.manager == "redis":
+        raise ConfigError(
+            src,
+            "recovery.enabled",
+            'pub/sub cannot replay missed events: use manager = "redis-streams"',
+        )
+    if config.cluster.routing == "targeted":
+        if config.cluster.manager != "redis-streams":
+            raise ConfigError(src, "cluster.routing", 'targeted needs manager = "redis-streams"')
+        if config.recovery.enabled:
+            raise ConfigError(
+                src, "recovery.enabled", 'not available with routing = "targeted" (yet)'
+            )
     if server.workers > 1:
         if not config.cluster.manager:
-            raise ConfigError(src, "cluster.manager", 'workers > 1 needs manager = "redis"')
+            raise ConfigError(
+                src, "cluster.manager", 'workers > 1 needs manager = "redis" or "redis-streams"'
+            )
         if server.transports != ["websocket"]:
             raise ConfigError(
                 src,
@@ -111,8 +130,17 @@ def api_keys(config: Config) -> list[str]:
 
 
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
+    url = config.cluster.url or config.presence.redis.url
+    if config.cluster.manager == "redis-streams":
+        streams = TargetedStreamManager if config.cluster.routing == "targeted" else StreamManager
+        return streams(
+            url,
+            channel=config.cluster.channel,
+            maxlen=config.cluster.stream_maxlen,
+            timeout=config.cluster.timeout,
+            connect_timeout=config.presence.redis.connect_timeout,
+        )
     if config.cluster.manager == "redis":
-        url = config.cluster.url or config.presence.redis.url
         # A bounded connect: an emit awaits its publish, so an unreachable Redis
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
@@ -120,11 +148,14 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
         return socketio.AsyncRedisManager(
             url, channel=config.cluster.channel, redis_options=options
         )
+    if config.recovery.enabled:
+        recovery = config.recovery
+        return MemoryLogManager(MemoryEventLog(recovery.max_disconnection, recovery.max_log_events))
     return None
 
 
 #: what the gateway keeps on ``app.ctx``; a host app must not use these names
-CTX_NAMES = ("gateway", "asgi", "check_api_key")
+CTX_NAMES = ("gateway", "events", "asgi", "check_api_key")
 
 
 def _check_host(app: Sanic) -> None:
@@ -135,6 +166,16 @@ def _check_host(app: Sanic) -> None:
             f"cannot mount sanic-rt into Sanic app {app.name!r}: app.ctx.{taken[0]} is "
             "already set (sanic-rt is attached already, or the app uses that name)"
         )
+
+
+def _enable_recovery(sio: GatewayServer, config: Config) -> None:
+    """Connection state recovery on the manager that logs events (see check_deployment)."""
+    if not config.recovery.enabled:
+        return
+    manager = sio.manager
+    recovery = Recovery(manager.event_log, config.recovery.max_disconnection)
+    recovery.server = sio
+    manager.recovery = sio.recovery = recovery
 
 
 def create_app(
@@ -150,7 +191,7 @@ def create_app(
     :func:`sanic_rt.attach`, the documented way): its routes, middleware,
     listeners, config and ``app.ctx`` stay as they are, and only the
     ``/api/v1/`` routes, their API-key check and error envelope, two listeners
-    and ``app.ctx.gateway``/``asgi``/``check_api_key`` are added.
+    and ``app.ctx.gateway``/``events``/``asgi``/``check_api_key`` are added.
     """
     if app is not None:
         _check_host(app)
@@ -195,6 +236,7 @@ def create_app(
     )
     if config.cluster.manager:
         sio.emit_timeout = config.cluster.timeout
+    _enable_recovery(sio, config)
     presence = Presence(backend, config.presence, config.auth.max_connections_per_user, clock)
     gateway = Gateway(
         config=config,
@@ -203,7 +245,15 @@ def create_app(
         verifier=TokenVerifier(config),
         plugins=plugins,
     )
-    presence.publisher = gateway.publish_presence
+    events = PresenceEvents(config, backend, plugins)
+
+    async def publish(changes: list[Any]) -> None:
+        try:
+            await gateway.publish_presence(changes)
+        finally:  # the events go out even when the bus could not take the change
+            await events.dispatch(changes)
+
+    presence.publisher = publish
     presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
@@ -219,6 +269,7 @@ def create_app(
         app.config.TOUCHUP = False
         app.ctx.config = config
     app.ctx.gateway = gateway
+    app.ctx.events = events
     http_api.install(app, keys, config.production, standalone=standalone)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
@@ -226,6 +277,7 @@ def create_app(
     @app.before_server_start
     async def start_services(app: Sanic) -> None:
         await presence.start()
+        await events.start()
         if not sio.manager_initialized:
             # python-socketio subscribes to the cluster channel on the first
             # client's connect; until then emits from other nodes miss us.
@@ -238,6 +290,7 @@ def create_app(
     async def stop_services(app: Sanic) -> None:
         await plugins.notify("shutdown", app=app)
         await presence.close()
+        await events.close()
 
     app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
     return app

@@ -75,6 +75,11 @@ class PresenceBackend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once at shutdown."""
 
+    def event_stream_keys(self) -> list[str] | None:
+        """The streams this backend appends every change's event to, in the same
+        atomic step that decides it (``[events.stream]``); ``None`` if it keeps none."""
+        return None
+
     @abstractmethod
     async def check(self) -> None:
         """Raise :class:`BackendUnavailable` unless the storage answers."""

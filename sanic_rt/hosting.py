@@ -75,8 +75,9 @@ def attach(
         (``SANIC_RT_*`` environment only, dev mode).
     :param extra_plugins: ``(name, module)`` pairs registered as plugins
         besides the configured ones.
-    :raises ValueError: ``app.ctx`` already holds ``gateway``, ``asgi`` or
-        ``check_api_key`` (sanic-rt is attached already, or the app uses the name).
+    :raises ValueError: ``app.ctx`` already holds ``gateway``, ``events``,
+        ``asgi`` or ``check_api_key`` (sanic-rt is attached already, or the app
+        uses the name).
     :raises ConfigError: bad configuration.
     :raises PluginError: a plugin failed to load.
     """

@@ -9,7 +9,7 @@ the conformance suite holds all of them to the same behaviour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Re-exported: backends and plugins import it from here (see sanic_rt.api).
@@ -32,12 +32,20 @@ class Connection:
 
 @dataclass(frozen=True)
 class PublicView:
-    """What everyone but the user sees; ``presence:update`` carries exactly this."""
+    """What everyone but the user sees; ``presence:update`` carries exactly this.
+
+    A view returned as a *change* also says which change it was (for presence
+    events): the user's ``seq`` after it, when it was decided (``at``) and
+    whether the user was visibly online before. They take no part in equality.
+    """
 
     user_id: str
     online: bool
     status: str
     last_seen: float | None
+    seq: int = field(default=0, compare=False)
+    at: float = field(default=0.0, compare=False)
+    was_online: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The ``presence:update`` payload."""
@@ -97,6 +105,12 @@ class PresenceRecord:
         }
 
 
+def next_seq(seq: int, now: float) -> int:
+    """The seq of a user's next change: it grows with every change, and starts from
+    the clock (ms) so that it still grows after the record was lost (evicted)."""
+    return max(seq + 1, int(now * 1000))
+
+
 def offline_record(user_id: str) -> PresenceRecord:
     view = PublicView(user_id, False, "offline", None)
     return PresenceRecord(user_id, False, "offline", "online", None, 0, (), (), (), view)
@@ -117,6 +131,7 @@ class UserState:
     last_seen: float | None = None
     public_last_seen: float | None = None
     grace_until: float | None = None
+    seq: int = 0  # of the last announced change; see next_seq()
 
     # --- views -------------------------------------------------------------
 
@@ -159,6 +174,18 @@ class UserState:
     def nodes(self) -> set[str]:
         """The nodes holding this user's stored connections (entries without a node omitted)."""
         return {c[3] for c in self.conns.values() if len(c) > 3 and c[3]}
+
+    def announce(self, user_id: str, before: PublicView, now: float) -> list[PublicView]:
+        """The visible change since ``before`` (none or one), numbered with the next seq.
+
+        Every backend calls this after an operation and stores the state with
+        it, so the seq is written in the same atomic step that decides the change.
+        """
+        after = self.public_view(user_id)
+        if after == before:
+            return []
+        self.seq = next_seq(self.seq, now)
+        return [replace(after, seq=self.seq, at=now, was_online=before.online)]
 
     def is_empty(self) -> bool:
         return not self.online and not self.conns
@@ -273,6 +300,7 @@ class UserState:
             "l": self.last_seen,
             "p": self.public_last_seen,
             "g": self.grace_until,
+            "q": self.seq,
         }
 
     @classmethod
@@ -286,4 +314,5 @@ class UserState:
             last_seen=data["l"],
             public_last_seen=data["p"],
             grace_until=data["g"],
+            seq=data.get("q", 0),  # records written before seq existed
         )

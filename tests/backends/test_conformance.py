@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from sanic_rt.presence_model import Connection, PublicView
+from sanic_rt.presence_model import Connection, PublicView, UserState
 from tests.backends.conftest import TIMINGS
 
 T0 = 1_800_000_000.0  # a fixed "now"; expiry is decided from these timestamps
@@ -205,6 +205,75 @@ async def test_concurrent_settles_announce_offline_exactly_once(make_backends):
     )
     announced = sorted(c.user_id for r in results for c in r)
     assert announced == sorted(ids)
+
+
+async def test_every_change_is_numbered_with_a_growing_seq(make_backends):
+    """seq grows with each announced change of a user, whichever node decides it."""
+    b1, b2 = await make_backends(2)
+    changes = (await b1.connect(conn("u1", "s1"), T0, LIMIT)).changes
+    changes += (await b2.set_status("u1", "dnd", T0 + 1))[1]
+    changes += (await b1.set_status("u1", "dnd", T0 + 1.5))[1]  # no change, no seq
+    changes += (await b2.disconnect("u1", "s1", T0 + 2)).changes
+    changes += await b1.settle(["u1"], T0 + 2 + TIMINGS.offline_grace)
+    changes += (await b2.connect(conn("u1", "s2"), T0 + 20, LIMIT)).changes
+    changes += (await b2.connect(conn("u2", "s3"), T0 + 20, LIMIT)).changes
+    assert [(c.user_id, c.online, c.was_online) for c in changes] == [
+        ("u1", True, False),
+        ("u1", True, True),
+        ("u1", False, True),
+        ("u1", True, False),
+        ("u2", True, False),
+    ]
+    u1 = [c.seq for c in changes if c.user_id == "u1"]
+    assert u1 == sorted(set(u1)) and u1[0] >= int(T0 * 1000)
+    assert [c.at for c in changes] == [T0, T0 + 1, T0 + 7, T0 + 20, T0 + 20]
+
+
+def _event_view(c: PublicView) -> tuple:
+    return (c.user_id, c.online, c.status, c.last_seen, c.seq, c.at, c.was_online)
+
+
+async def test_random_operations_match_the_python_rules_seq_included(make_backends):
+    """Every backend (the Lua script for Redis) against UserState itself, step by step."""
+    (b,) = await make_backends()
+    rng = random.Random(14)
+    model: dict[str, UserState] = {}
+    now = T0
+    for _step in range(150):
+        now += rng.choice([0.0, 0.5, 2.0, 6.0])
+        user, sid = f"u{rng.randrange(3)}", f"s{rng.randrange(4)}"
+        op = rng.choice(["connect", "connect", "disconnect", "settle", "status", "touch"])
+        state = (
+            model.setdefault(user, UserState())
+            if op in ("connect", "status", "touch")
+            else (model.get(user))
+        )
+        before = state.public_view(user) if state is not None else None
+        if op == "connect":
+            got = (await b.connect(conn(user, sid), now, 2)).changes
+            accepted = state.connect(conn(user, sid), now, TIMINGS, 2)
+            want = state.announce(user, before, now) if accepted else []
+        elif op == "disconnect":
+            got = (await b.disconnect(user, sid, now)).changes
+            if state is not None:
+                state.disconnect(sid, now, TIMINGS)
+            want = state.announce(user, before, now) if state is not None else []
+        elif op == "settle":
+            got = await b.settle([user], now)
+            if state is not None:
+                state.settle(now, TIMINGS)
+            want = state.announce(user, before, now) if state is not None else []
+        elif op == "status":
+            status = rng.choice(["online", "away", "dnd", "invisible"])
+            got = (await b.set_status(user, status, now))[1]
+            state.set_status(status, now)
+            want = state.announce(user, before, now)
+        else:
+            activity = rng.random() < 0.5
+            got = (await b.touch([conn(user, sid)], now, activity)).changes
+            state.touch(conn(user, sid), now, TIMINGS, activity)
+            want = state.announce(user, before, now)
+        assert [_event_view(c) for c in got] == [_event_view(c) for c in want], (op, user)
 
 
 # --- outages and node crashes (docs/backends.md, "Outages and node crashes") ------

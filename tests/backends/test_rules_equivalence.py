@@ -3,8 +3,8 @@
 A hypothesis state machine drives both backends side by side with random
 sequences of connect / touch / disconnect / set_status / clock advances /
 settle / sweep / dead-node settling, and after every step requires the same
-answers (accepted, changes, statuses, grace deadlines, records) and the same
-stored state, online index and stats. The Redis side is a real redis-server
+answers (accepted, changes with their event seq, statuses, grace deadlines,
+records) and the same stored state, online index and stats. The Redis side is a real redis-server
 (one per module), flushed for every example. A failing sequence that was a
 real divergence is kept below as an explicit regression test.
 """
@@ -66,9 +66,10 @@ connections = st.builds(
 )
 
 
-def by_user(changes: Sequence[PublicView]) -> list[PublicView]:
-    # Backends may order one call's changes differently (the Redis one by shard).
-    return sorted(changes, key=lambda c: c.user_id)
+def by_user(changes: Sequence[PublicView]) -> list[tuple[PublicView, int, float, bool]]:
+    """Changes in one order (the Redis backend returns them by shard), with what
+    PublicView's equality leaves out: the event numbering (seq, at, was_online)."""
+    return sorted(((c, c.seq, c.at, c.was_online) for c in changes), key=lambda c: c[0].user_id)
 
 
 class TwoBackends:
@@ -139,7 +140,8 @@ class PresenceRules(RuleBasedStateMachine):
     @rule(conn=connections, max_connections=st.sampled_from([1, 2, 50]))
     def connect(self, conn: Connection, max_connections: int) -> None:
         memory, redis = self.backends.both("connect", conn, self.now, max_connections)
-        assert memory == redis
+        assert memory.accepted == redis.accepted
+        assert by_user(memory.changes) == by_user(redis.changes)
 
     @rule(conns=st.lists(connections, min_size=1, max_size=4), activity=st.booleans())
     def touch(self, conns: list[Connection], activity: bool) -> None:
@@ -150,12 +152,14 @@ class PresenceRules(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS), sid=st.sampled_from(SIDS))
     def disconnect(self, user: str, sid: str) -> None:
         memory, redis = self.backends.both("disconnect", user, sid, self.now)
-        assert memory == redis
+        assert memory.grace_until == redis.grace_until
+        assert by_user(memory.changes) == by_user(redis.changes)
 
     @rule(user=st.sampled_from(USERS), sid=st.sampled_from(SIDS))
     def disconnect_after_outage(self, user: str, sid: str) -> None:
         memory, redis = self.backends.both("disconnect_after_outage", user, sid, self.now)
-        assert memory == redis
+        assert memory.grace_until == redis.grace_until
+        assert by_user(memory.changes) == by_user(redis.changes)
 
     @rule(user=st.sampled_from(USERS), status=st.sampled_from(STATUSES))
     def set_status(self, user: str, status: str) -> None:
@@ -163,7 +167,7 @@ class PresenceRules(RuleBasedStateMachine):
             "set_status", user, status, self.now
         )
         assert m_record == r_record
-        assert m_changes == r_changes
+        assert by_user(m_changes) == by_user(r_changes)
 
     @rule(dt=ADVANCES)
     def advance(self, dt: float) -> None:
