@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from sanic import Sanic
 
-from . import http_api
+from . import http_api, operations
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
 from .events import PresenceEvents
@@ -129,6 +129,27 @@ def api_keys(config: Config) -> list[str]:
     return keys
 
 
+def origin_policy(allowed: list[str]) -> Any:
+    """python-engineio's ``cors_allowed_origins`` for our list.
+
+    [] is same-origin only and ["*"] any. With a list, the server's own origin is
+    allowed too: the pages it serves itself (the dashboard) must reach their feed.
+    """
+    if not allowed:
+        return None
+    if "*" in allowed:
+        return "*"
+    listed = frozenset(allowed)
+
+    def allow(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin in listed:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin == f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+
+    return allow
+
+
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
     url = config.cluster.url or config.presence.redis.url
     if config.cluster.manager == "redis-streams":
@@ -215,6 +236,7 @@ def create_app(
     # The [presence] section is the backend's Timings: one object, no copy.
     backend = backends[name](config, config.presence)
     check_deployment(config, backend.shared)
+    operations.check_config(config)
     keys = api_keys(config)
     server = config.server
     quiet_socketio_logs()
@@ -222,7 +244,7 @@ def create_app(
     sio = GatewayServer(
         async_mode="asgi",
         client_manager=_make_manager(config),
-        cors_allowed_origins=list(server.cors_allowed_origins) or None,
+        cors_allowed_origins=origin_policy(server.cors_allowed_origins),
         transports=list(server.transports),
         ping_interval=server.ping_interval,
         ping_timeout=server.ping_timeout,
@@ -259,6 +281,9 @@ def create_app(
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))
     gateway.namespaces = list(namespaces)
+    dashboard = operations.dashboard_namespace(config, gateway, keys)
+    if dashboard is not None:
+        sio.register_namespace(dashboard)
 
     standalone = app is None
     if app is None:
@@ -267,12 +292,16 @@ def create_app(
         # TouchUp recompiles Sanic methods from source and fails when several apps
         # share a process (tests); it only trims unused signal dispatch.
         app.config.TOUCHUP = False
+        # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
+        # drown our one start-up summary (server.startup_summary).
+        app.config.MOTD = False
         app.ctx.config = config
     app.ctx.gateway = gateway
     app.ctx.events = events
     http_api.install(app, keys, config.production, standalone=standalone)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
+    operations.install(app, config, keys, gateway)
 
     @app.before_server_start
     async def start_services(app: Sanic) -> None:

@@ -19,7 +19,7 @@ from sanic import Sanic
 
 from .app import create_app
 from .config import Config, ConfigError, load_config
-from .server import limit_header_size
+from .server import served_app
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,7 +32,8 @@ class HostedApp:
 
     Requests under ``/socket.io/`` go to the Socket.IO server and everything
     else (the ASGI lifespan too, so the host app's listeners run) to the
-    Sanic app. Request heads are bounded as under ``sanic-rt serve``.
+    Sanic app. Request heads are bounded, and ``[server] access_log`` is
+    written, as under ``sanic-rt serve``.
 
     :ivar sanic_app: the host Sanic app.
     :ivar config: the gateway's configuration.
@@ -41,7 +42,7 @@ class HostedApp:
     def __init__(self, sanic_app: Sanic[Any, Any], config: Config) -> None:
         self.sanic_app = sanic_app
         self.config = config
-        self._asgi = limit_header_size(sanic_app.ctx.asgi)
+        self._asgi = served_app(config, sanic_app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
@@ -60,8 +61,10 @@ def attach(
     Sanic, in the returned ASGI app), the HTTP API under ``/api/v1/`` with its
     API-key check and error envelope, the plugins' namespaces and routes, a
     ``before_server_start`` and an ``after_server_stop`` listener (presence
-    jobs), and ``app.ctx.gateway`` (see :func:`~sanic_rt.api.gateway_of`).
-    ``/health`` and ``/ready`` of the standalone server are not added. Serve
+    jobs), the metrics, dashboard and Admin UI routes at their configured
+    paths when ``[metrics]``, ``[dashboard]``, ``[admin]`` turn them on, and
+    ``app.ctx.gateway`` (see :func:`~sanic_rt.api.gateway_of`). ``/health``
+    and ``/ready`` of the standalone server are not added. Serve
     the result with any ASGI server, e.g. ``uvicorn shop:app``::
 
         from sanic import Sanic

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from . import metrics
 from .backend import BackendUnavailable, PresenceBackend, PresenceStats, TouchResult
 from .config import PresenceConfig
 from .presence_model import STATUSES, Connection, PresenceRecord, PublicView
@@ -211,12 +212,15 @@ class Presence:
     # --- the backend boundary ----------------------------------------------------
 
     async def _call(self, coro: Awaitable[T]) -> T:
+        started = metrics.now()
         try:
             result = await coro
         except BackendUnavailable as err:
+            metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=True)
             self._up_since = None
             self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
             raise
+        metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=False)
         if self._up_since is None:
             self._up_since = self.clock()
         return result
