@@ -210,9 +210,10 @@ def create_app(
 
     With ``app``, mount the gateway into that existing Sanic app instead (see
     :func:`sanic_rt.attach`, the documented way): its routes, middleware,
-    listeners, config and ``app.ctx`` stay as they are, and only the
-    ``/api/v1/`` routes, their API-key check and error envelope, two listeners
-    and ``app.ctx.gateway``/``events``/``asgi``/``check_api_key`` are added.
+    listeners, config and ``app.ctx`` stay as they are; added are the
+    ``/api/v1/`` routes with their API-key check and error envelope, the
+    operations routes the config turns on, our listeners and
+    ``app.ctx.gateway``/``events``/``asgi``/``check_api_key``.
     """
     if app is not None:
         _check_host(app)
