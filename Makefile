@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 venv: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	# [client]: the README's Python client snippet runs in this venv too.
+	$(BIN)/pip install -q -e '.[client]'
 
 test-venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
@@ -23,10 +24,12 @@ test-venv: $(BIN)/python
 run: venv
 	$(BIN)/sanic-rt serve
 
-# redis-server, memcached, node and chromium (for /dashboard) are real processes the tests start.
+# redis-server, memcached, node and chromium (for /dashboard) are real processes the
+# tests start; redis-cli (redis-tools) builds the Redis Cluster of tests/support/topologies.py.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v memcached >/dev/null || missing="$$missing memcached"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \

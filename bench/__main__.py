@@ -26,13 +26,23 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import backends, bus, report, sockets
+from . import backends, bus, report, sockets, topologies
 from . import events as events_bench
 from .procs import Proc, cores, free_port, memcached_proc, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "bus", "events", "metrics")
+SECTIONS = (
+    "storm",
+    "pings",
+    "fanout",
+    "backends",
+    "cluster",
+    "bus",
+    "events",
+    "metrics",
+    "topologies",
+)
 STORM_SIZES = (1000, 5000)
 PING_CLIENTS = (500, 2000)
 FANOUT_SUBSCRIBERS = 1000
@@ -280,6 +290,12 @@ class Bench:
                 print(f"   metrics {state} round {round_no + 1} clients={n}", flush=True)
                 rows[state].append(sockets.pings(self.ctx, target, n))
         return report.metrics_cost(rows)
+
+    def topologies(self) -> dict[str, Any]:
+        """The Redis backend on one server, Sentinel and Cluster, side by side."""
+        seconds = max(0.3, 1.5 * self.scale)
+        redis_port = self.redis.port if self.redis else None
+        return _run_async(topologies.run(redis_port, self.ctx.workdir, seconds, self.scale))
 
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine()

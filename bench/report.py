@@ -375,6 +375,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 rows,
             )
         )
+    topo = results.get("topologies")
+    if topo:
+        out.append(topology_table(topo))
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]
@@ -421,6 +424,25 @@ def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
     headers = ["manager", "flood", "emits for others / CPU-s", "Redis B/entry", "JSON B"]
     out.append(_table(headers, rows))
     return out
+
+
+def topology_table(topo: dict[str, Any]) -> str:
+    """The Redis backend per topology: heartbeat and bulk rates, memory per online user."""
+    names = [n for n in ("single", "sentinel", "cluster") if n in topo]
+    keys = ["heartbeat@1", "heartbeat@64", "bulk_100@1", "bulk_100@64"]
+    rows = [
+        [
+            n,
+            *(topo[n]["ops"][k]["ops_per_s"] for k in keys),
+            topo[n]["memory_bytes_per_online_user"],
+        ]
+        for n in names
+    ]
+    head = (
+        "## Redis topologies (ops/s through the Presence API; memory per online user, "
+        f"{topo['memory_users']} users with one connection)\n"
+    )
+    return head + _table(["topology", *keys, "B per online user"], rows)
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -63,8 +63,9 @@ def attach(
     ``before_server_start`` and an ``after_server_stop`` listener (presence
     jobs), the metrics, dashboard and Admin UI routes at their configured
     paths when ``[metrics]``, ``[dashboard]``, ``[admin]`` turn them on, and
-    ``app.ctx.gateway`` (see :func:`~sanic_rt.api.gateway_of`). ``/health``
-    and ``/ready`` of the standalone server are not added. Serve
+    ``app.ctx.gateway`` (see :func:`~sanic_rt.api.gateway_of`). The
+    standalone server's ``/``, ``/health``, ``/ready`` and its JSON 404s are
+    not added; the host's ``REQUEST_MAX_SIZE`` bounds its own routes' bodies. Serve
     the result with any ASGI server, e.g. ``uvicorn shop:app``::
 
         from sanic import Sanic

@@ -38,6 +38,10 @@ SERVERS = {
 }
 
 
+def base_config_max_request_bytes() -> int:
+    return config_from_dict(base_config()).server.max_request_bytes
+
+
 def example_env(tmp_path: Path) -> dict[str, str]:
     """The process environment: the example on the path, the gateway's config file named."""
     config = write_toml(
@@ -84,6 +88,13 @@ async def test_the_shop_and_the_gateway_share_one_process(shop_server: Proc, cli
     # Only /socket.io/ and /api/v1/ are added: the standalone /health is not.
     status, body, _ = await get(f"{url}/health")
     assert status == 404 and "not found" in body.lower()  # the host's own 404 page
+    # The gateway's body bound (max_request_bytes) covers /api/, not the host's routes.
+    big = b"x" * (2 * base_config_max_request_bytes())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/products/sku-1", data=big) as resp:
+            assert resp.status == 405  # the shop's GET-only route answered, not a 413
+        async with session.post(f"{url}/api/v1/presence/query", data=big) as resp:
+            assert resp.status == 413
 
 
 def test_serve_app_names_a_wrong_target_in_one_line(tmp_path: Path) -> None:
