@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from sanic import Sanic
 
-from . import http_api
+from . import http_api, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
 from .gateway import Gateway
@@ -169,6 +169,7 @@ def create_app(
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
+        json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
         logger=False,
         engineio_logger=False,
     )

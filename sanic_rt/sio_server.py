@@ -17,6 +17,9 @@ The handshake's environ lives as long as the connection (python-socketio keeps
 it for every namespace connect); its ``wsgi.input`` holds a request-body reader
 whose class python-engineio's ASGI driver builds per request: ~3.3 KB per idle
 connection for a body nobody reads again (docs/performance.md).
+
+Websocket packets are read and written without python-engineio's per-packet
+task and timers (sanic_rt/engineio_ws.py).
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from typing import Any
 import socketio
 
 from .backend import BackendUnavailable
+from .engineio_ws import GatewayEngineIOServer
 
 
 class GatewayServer(socketio.AsyncServer):
+    def _engineio_server_class(self) -> type:
+        # python-socketio's factory for its Engine.IO server (async_server.py).
+        return GatewayEngineIOServer
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
