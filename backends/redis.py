@@ -259,13 +259,27 @@ class RedisBackend(PresenceBackend):
             await self.redis.ping()
 
     async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
-        uid = conn.user_id
-        result, changes = await self._run(
-            self.shard(uid),
-            [self.user_key(uid)],
-            self._args("connect", now, uid, conn.sid, conn.namespace, conn.device, max_connections),
-        )
-        return ConnectResult(result[0] == b"1", _changes(changes))
+        return (await self.connect_many([conn], now, max_connections))[0]
+
+    async def connect_many(
+        self, conns: Sequence[Connection], now: float, max_connections: int
+    ) -> list[ConnectResult]:
+        # One script call per connection (each atomic, run in order, so the
+        # per-user cap stays exact), all in one pipelined round trip.
+        calls = [
+            (
+                self.shard(c.user_id),
+                [self.user_key(c.user_id)],
+                self._args(
+                    "connect", now, c.user_id, c.sid, c.namespace, c.device, max_connections
+                ),
+            )
+            for c in conns
+        ]
+        return [
+            ConnectResult(result[0] == b"1", _changes(changes))
+            for result, changes in await self._run_many(calls)
+        ]
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)

@@ -1,8 +1,9 @@
-"""``python -m bench.ab [CLIENTS] [ROUNDS] [memory|redis]``: issue 17's per-packet changes, A/B.
+"""``python -m bench.ab [pings|storm] [CLIENTS] [ROUNDS] [memory|redis]``: issue 17's changes, A/B.
 
-Runs the pings measurement (``bench/sockets.py: pings``) on sanic-rt with the
-changes off (``bench/baseline.py``) and on, interleaved ROUNDS times in one run,
-and prints acks per server CPU-second for each and their ratio. Absolute rates
+Runs a measurement of ``bench/sockets.py`` (``pings``: acks per server CPU-second;
+``storm``: connects per second) on sanic-rt with the changes off
+(``bench/baseline.py``) and on, interleaved ROUNDS times in one run, and prints
+both and their ratio. Absolute rates
 drift on a shared machine; the interleaved ratio is what to read.
 """
 
@@ -17,13 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from .procs import cores, redis_proc
-from .sockets import Context, pings, sanic_rt_target
+from .sockets import Context, pings, sanic_rt_target, storm
+
+PER_CPU = "acks_per_server_cpu_s"
 
 
 def main() -> int:
-    clients = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    backend = sys.argv[3] if len(sys.argv) > 3 else "memory"
+    args = sys.argv[1:]
+    measure, metric = (
+        (storm, "connects_per_server_cpu_s") if args[:1] == ["storm"] else (pings, PER_CPU)
+    )
+    if args[:1] in (["storm"], ["pings"]):
+        args = args[1:]
+    clients = int(args[0]) if args else 2000
+    rounds = int(args[1]) if len(args) > 1 else 2
+    backend = args[2] if len(args) > 2 else "memory"
     workdir = Path(tempfile.mkdtemp(prefix="sanic-rt-ab-"))
     server_cpus, load_cpus = cores()
     ctx = Context(workdir, server_cpus, load_cpus, 1.0)
@@ -42,14 +51,13 @@ def main() -> int:
     try:
         for _ in range(rounds):
             for name, target in sides.items():
-                result = pings(ctx, target, clients)
+                result = measure(ctx, target, clients)
                 runs[name].append(result)
-                print(
-                    f"{name:>6}: {result['acks_per_server_cpu_s']:8.0f} acks/server CPU-s, "
-                    f"{result['acks_per_s']:8.0f} acks/s, p99 {result['p99_ms']:.0f} ms, "
-                    f"errors {result['errors']}",
-                    flush=True,
-                )
+                shown = {
+                    k: result.get(k)
+                    for k in (metric, "connects_per_s", "p99_ms", "errors", "failures")
+                }
+                print(f"{name:>6}: {json.dumps(shown)}", flush=True)
     finally:
         if redis is not None:
             redis.stop()

@@ -205,3 +205,13 @@ async def test_concurrent_settles_announce_offline_exactly_once(make_backends):
     )
     announced = sorted(c.user_id for r in results for c in r)
     assert announced == sorted(ids)
+
+
+async def test_connect_many_admits_in_order_as_if_one_by_one(make_backends):
+    (b,) = await make_backends()
+    batch = [conn("u1", "s1"), conn("u2", "t1"), conn("u1", "s2"), conn("u1", "s3")]
+    results = await b.connect_many(batch, T0, 2)
+    assert [r.accepted for r in results] == [True, True, True, False]
+    assert [r.changes for r in results] == [[online("u1")], [online("u2")], [], []]
+    records = await b.get_many(["u1", "u2"], T0)
+    assert records["u1"].connections == 2 and records["u2"].connections == 1
