@@ -53,10 +53,8 @@ def main() -> int:
             for name, target in sides.items():
                 result = measure(ctx, target, clients)
                 runs[name].append(result)
-                shown = {
-                    k: result.get(k)
-                    for k in (metric, "connects_per_s", "p99_ms", "errors", "failures")
-                }
+                keys = (metric, "connects_per_s", "rss_per_conn_kb", "p99_ms", "errors")
+                shown = {k: result[k] for k in keys if k in result}
                 print(f"{name:>6}: {json.dumps(shown)}", flush=True)
     finally:
         if redis is not None:

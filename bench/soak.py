@@ -86,6 +86,7 @@ class Soak:
         self.samples: list[dict[str, Any]] = []
         self.ticks: list[dict[str, Any]] = []
         self.lag_ms: list[float] = []
+        self.unanswered_probes = 0
 
     def run(self) -> dict[str, Any]:
         redis = redis_proc(self.ctx.workdir, self.ctx.load_cpus)
@@ -146,7 +147,7 @@ class Soak:
                 return message
             if message.get("event") != "tick":
                 raise RuntimeError(f"unexpected from the load generator: {message}")
-            lag = get_json(server_url(server.port or 0) + "/bench/lag")
+            lag = self.read_lag(server)
             self.lag_ms += lag["samples_ms"]
             self.ticks.append(message)
             self.samples.append(
@@ -161,6 +162,16 @@ class Soak:
             )
             print(f"  {json.dumps(self.samples[-1] | {'errors': message['errors']})}", flush=True)
 
+    def read_lag(self, server: Proc) -> dict[str, Any]:
+        """The probe's samples since the last read; none if the server did not answer in time."""
+        try:
+            lag: dict[str, Any] = get_json(server_url(server.port or 0) + "/bench/lag", 30)
+        except OSError as err:  # TimeoutError included: a saturated server is a finding
+            print(f"  lag probe unanswered: {err}", flush=True)
+            self.unanswered_probes += 1
+            return {"samples_ms": [], "p99_ms": None}
+        return lag
+
     def settle_stats(self, server: Proc, connected: int) -> dict[str, Any]:
         """Poll the presence stats until they equal the connected clients (bounded)."""
         url = server_url(server.port or 0) + "/api/v1/presence/stats"
@@ -172,7 +183,13 @@ class Soak:
             return last["online_users"] == connected and last["connections"] == connected
 
         matched = poll(equal, OFFLINE_GRACE + 60, interval=0.5)
-        return {**last, "equal": bool(matched), "waited_s": time.monotonic() - started}
+        own = get_json(server_url(server.port or 0) + "/bench/connections", 30)
+        return {
+            **last,
+            "equal": bool(matched),
+            "waited_s": time.monotonic() - started,
+            "server_own_counts": own,
+        }
 
     def summary(
         self, ready: dict[str, Any], final: dict[str, Any], stats: dict[str, Any]
@@ -191,6 +208,7 @@ class Soak:
             else None,
             "loop_lag_p99_ms": percentile(self.lag_ms, 0.99),
             "loop_lag_max_ms": max(self.lag_ms) if self.lag_ms else None,
+            "lag_probes_unanswered": self.unanswered_probes,
             "ack_p99_ms": final["ack_p99_ms"],
             "errors": final["errors"] + final["timeouts"] + final["unexpected_disconnects"],
             "server_cpu_share": cpu / final["seconds"] if cpu else None,

@@ -305,16 +305,17 @@ async function soak() {
   let unexpectedDisconnects = 0, chats = 0;
   let tickLatencies = [];
   const allLatencies = [];
+  const leaving = []; // sockets we disconnected: is their engine closed by the end?
   const errorCodes = {};
 
-  function track(sock, userId, chatting) {
+  function track(sock, userId, chatting, index) {
     sock.on("disconnect", (reason) => {
       live.delete(userId);
       if (reason !== "io client disconnect") unexpectedDisconnects++;
     });
     live.set(userId, sock);
-    sock.soakSlot = counter % slots;
-    sock.soakRoom = chatting ? `soak-room-${counter % rooms}` : null;
+    sock.soakSlot = index % slots; // spread the pings over the period
+    sock.soakRoom = chatting ? `soak-room-${index % rooms}` : null;
     if (sock.soakRoom) sock.emit("chat:join", { conversation_id: sock.soakRoom });
   }
 
@@ -322,7 +323,7 @@ async function soak() {
     const i = counter++;
     const userId = `${opts.prefix}${i}`;
     const sock = open(opts.url, opts.namespace, userId);
-    sock.once("connect", () => { connects++; track(sock, userId, Math.random() < opts.chatFraction); });
+    sock.once("connect", () => { connects++; track(sock, userId, Math.random() < opts.chatFraction, i); });
     sock.once("connect_error", () => { connectFailures++; sock.close(); });
   }
 
@@ -353,7 +354,7 @@ async function soak() {
   const ramp = await connectMany(opts.url, opts.namespace, opts.prefix, opts.n, opts.concurrency);
   counter = opts.n;
   ramp.sockets.forEach((sock, i) => {
-    if (sock && sock.connected) track(sock, `${opts.prefix}${i}`, Math.random() < opts.chatFraction);
+    if (sock && sock.connected) track(sock, `${opts.prefix}${i}`, Math.random() < opts.chatFraction, i);
   });
   emit({ event: "ready", connected: live.size, failures: ramp.failures, seconds: ramp.seconds });
 
@@ -368,7 +369,9 @@ async function soak() {
     for (; churnDebt >= 1; churnDebt--) {
       if (ids.length) {
         const [userId] = ids.splice(Math.floor(Math.random() * ids.length), 1);
-        live.get(userId).disconnect();
+        const gone = live.get(userId);
+        gone.disconnect();
+        leaving.push(gone);
         disconnects++;
       }
       connectOne();
@@ -388,8 +391,15 @@ async function soak() {
   clearInterval(reporter);
   await sleep(Math.min(opts.ackTimeoutMs, 3000)); // let connects and acks in flight land
   const lat = summary(allLatencies);
+  const engines = {};
+  for (const sock of leaving) {
+    const e = sock.io.engine;
+    const key = `${e.readyState}/wb${e.writeBuffer.length}/w${e.transport && e.transport.writable}`;
+    engines[key] = (engines[key] || 0) + 1;
+  }
   emit({
-    event: "final", connected: live.size, acks, errors, error_codes: errorCodes, timeouts,
+    event: "final",
+    disconnected_engines: engines, connected: live.size, acks, errors, error_codes: errorCodes, timeouts,
     connects, connect_failures: connectFailures, disconnects, unexpected_disconnects: unexpectedDisconnects,
     chats, ack_p50_ms: lat.p50, ack_p99_ms: lat.p99, seconds: (now() - started) / 1000,
   });
