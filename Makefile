@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 JS_DIR := tests/js
 
-.PHONY: run test lint typecheck docs format bench bench-deps soak venv test-venv system-deps js-deps clean
+.PHONY: run test test-latest lint typecheck docs format bench bench-deps soak venv test-venv system-deps js-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -64,6 +64,18 @@ format: test-venv
 test: test-venv system-deps js-deps lint typecheck docs
 	$(BIN)/pytest -q
 
+# Not in CI: the suite against the newest releases of the dependencies whose
+# internals we override, past pyproject's upper bounds (pip warns about them).
+LATEST := .venv-latest
+test-latest: system-deps js-deps
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q -e '.[test]'
+	$(LATEST)/bin/pip install -q --no-deps -e examples/polls
+	$(LATEST)/bin/pip install -q --upgrade sanic python-socketio python-engineio uvicorn websockets redis pluggy
+	$(LATEST)/bin/pip list 2>/dev/null | grep -i -E '^(sanic|python-socketio|python-engineio|uvicorn|websockets|redis|pluggy) '
+	$(LATEST)/bin/pytest -q
+
 bench-deps: test-venv system-deps
 	$(BIN)/pip install -q -e '.[bench]'
 	@test -d bench/node_modules/socket.io || \
@@ -78,4 +90,4 @@ soak: bench-deps
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules bench/node_modules
+	rm -rf $(VENV) $(LATEST) $(JS_DIR)/node_modules bench/node_modules

@@ -53,6 +53,7 @@ from sanic_rt.backend import (
     BackendUnavailable,
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -112,15 +113,23 @@ class _Loaded:
 class _Updated:
     """What one gets/cas pass over several users achieved.
 
-    ``results``: user -> (public view before, state after, apply's result), for
+    ``results``: user -> (its visible change, if any, state after, apply's result), for
     every user whose write landed or needed none. ``failed``: user -> why not
     (server down, cas retries exhausted); those users were left as they were.
     """
 
-    results: dict[str, tuple[PublicView, UserState, Any]]
+    results: dict[str, tuple[list[PublicView], UserState, Any]]
     failed: dict[str, str]
 
-    def one(self, user_id: str) -> tuple[PublicView, UserState, Any] | None:
+    def changes(self, user_ids: Sequence[str]) -> list[PublicView]:
+        """The visible changes of these users' writes that landed, in their order."""
+        out: list[PublicView] = []
+        for user_id in user_ids:
+            if user_id in self.results:
+                out += self.results[user_id][0]
+        return out
+
+    def one(self, user_id: str) -> tuple[list[PublicView], UserState, Any] | None:
         """The result of a single-user operation, which has no batch to report into."""
         if user_id in self.failed:
             raise BackendUnavailable(self.failed[user_id])
@@ -302,7 +311,11 @@ class MemcachedBackend(PresenceBackend):
         return _Loaded(UserState.from_json(data), raw[1], data["v"], data["x"], data["w"], True)
 
     def _index_entry(self, state: UserState, previous: list[Any] | None, now: float, force: bool):
-        """What the user's bucket entry should say: [online, check_at, {namespace: n}] or None."""
+        """The user's bucket entry: [online, check_at, {namespace: n}, [nodes]] or None.
+
+        The nodes holding the user's connections let a survivor find a dead
+        node's users in the index (entries written before node ids lack them).
+        """
         deadline = state.deadline(self.timings)
         if not state.online and deadline is None:
             return None
@@ -314,7 +327,8 @@ class MemcachedBackend(PresenceBackend):
             # A later deadline needs no bucket write: the sweeper finds the user
             # at the old one, sees nothing due, and moves check_at then.
             check_at = previous[1]
-        return [1 if state.online else 0, check_at, dict(sorted(counts.items()))]
+        nodes = sorted({c[3] for c in state.conns.values() if len(c) > 3 and c[3]})
+        return [1 if state.online else 0, check_at, dict(sorted(counts.items())), nodes]
 
     def _update_users(
         self,
@@ -333,7 +347,7 @@ class MemcachedBackend(PresenceBackend):
         they decided must reach the caller to be announced. Then writes the
         bucket entries of the users whose records changed.
         """
-        results: dict[str, tuple[PublicView, UserState, Any]] = {}
+        results: dict[str, tuple[list[PublicView], UserState, Any]] = {}
         failed: dict[str, str] = {}
         index_writes: dict[str, tuple[int, list[Any] | None]] = {}
         # Servers found unreachable during this call: not asked again, so a hung
@@ -360,6 +374,8 @@ class MemcachedBackend(PresenceBackend):
                 before_json = _JSON.encode(state.to_json()) if loaded.exists else None
                 before = state.public_view(user_id)
                 outcome = apply(user_id, state)
+                # Numbered here, so the seq is stored by the same cas as the change.
+                changes = state.announce(user_id, before, now)
                 entry = self._index_entry(state, loaded.index, now, force_index)
                 stale = entry is not None and now - loaded.indexed_at >= self.timings.ttl
                 write_index = force_index or entry != loaded.index or stale
@@ -367,12 +383,12 @@ class MemcachedBackend(PresenceBackend):
                 if not loaded.exists and ((state.is_empty() and not create) or outcome is False):
                     # Nothing to keep for an unknown user (a refused connect, a
                     # sweep of a lost record): only the index may need a tombstone.
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     if write_index and force_index:
                         index_writes[user_id] = (max(1, int(now * 1000)), entry)
                     continue
                 if _JSON.encode(state_json) == before_json and not write_index:
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     continue
                 # Versions only grow, and start from the clock, so a record
                 # lost and re-created still out-ranks its old bucket entry.
@@ -393,7 +409,7 @@ class MemcachedBackend(PresenceBackend):
                     dead[server] = failed[user_id] = str(err)
                     continue
                 if stored:
-                    results[user_id] = (before, state, outcome)
+                    results[user_id] = (changes, state, outcome)
                     if write_index:
                         index_writes[user_id] = (version, entry)
                 else:
@@ -543,10 +559,10 @@ class MemcachedBackend(PresenceBackend):
         def run() -> ConnectResult:
             one = self._update_users([conn.user_id], apply, now).one(conn.user_id)
             assert one is not None  # created when missing, so always a result
-            before, state, accepted = one
+            changes, _state, accepted = one
             if not accepted:
                 return ConnectResult(False, [])
-            return ConnectResult(True, _changed(conn.user_id, before, state))
+            return ConnectResult(True, changes)
 
         return await self._run(run)
 
@@ -566,8 +582,8 @@ class MemcachedBackend(PresenceBackend):
                 raise BackendUnavailable(next(iter(updated.failed.values())))
             changes: list[PublicView] = []
             statuses: dict[str, str] = {}
-            for user_id, (before, state, _) in updated.results.items():
-                changes += _changed(user_id, before, state)
+            for user_id, (user_changes, state, _) in updated.results.items():
+                changes += user_changes
                 statuses[user_id] = state.effective_status()
             return TouchResult(changes, statuses, frozenset(updated.failed))
 
@@ -581,8 +597,72 @@ class MemcachedBackend(PresenceBackend):
             one = self._update_users([user_id], apply, now, create=False).one(user_id)
             if one is None:
                 return DisconnectResult([], None)
-            before, state, _ = one
-            return DisconnectResult(_changed(user_id, before, state), state.grace_until)
+            changes, state, _ = one
+            return DisconnectResult(changes, state.grace_until)
+
+        return await self._run(run)
+
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        def apply(_user: str, state: UserState) -> None:
+            state.disconnect_after_outage(sid, now, self.timings)
+
+        def run() -> DisconnectResult:
+            # create: a lost record is written back offline (add), so that of
+            # several nodes settling such a disconnect only one sees the change.
+            one = self._update_users([user_id], apply, now).one(user_id)
+            assert one is not None  # created when missing, so always a result
+            changes, state, _ = one
+            return DisconnectResult(changes, state.grace_until)
+
+        return await self._run(run)
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        """The registry is one item (node -> alive until) on the first server, updated by cas."""
+
+        def run() -> list[str]:
+            key = f"{self.prefix}:nodes"
+            for attempt in range(self.mc.max_cas_retries):
+                if attempt:
+                    self._backoff(attempt)
+                raw = self._cmd(0, "gets_many", [key]).get(key)
+                nodes = json.loads(raw[0]) if raw else {}
+                for gone in forget:
+                    if nodes.get(gone, now) < now:
+                        del nodes[gone]
+                nodes[node] = now + node_ttl
+                value = _JSON.encode(nodes).encode()
+                if self._store(0, key, value, raw[1] if raw else None, MAX_RELATIVE_EXPTIME):
+                    return sorted(n for n, alive_until in nodes.items() if alive_until < now)
+            raise BackendUnavailable(f"memcached: {self.mc.max_cas_retries} cas attempts failed")
+
+        return await self._run(run)
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        """Find the dead nodes' users in the index buckets (their entries name the nodes)."""
+        dead = frozenset(nodes)
+
+        def run() -> NodeSweep:
+            held: list[tuple[str, frozenset[str]]] = []
+            for _bucket, entries in self._read_index(partial=True):
+                for user_id, (_v, _online, _check_at, *rest) in entries.items():
+                    found = dead.intersection(rest[1] if len(rest) > 1 else ())
+                    if found:
+                        held.append((user_id, found))
+            chosen, later = held[:limit], held[limit:]
+
+            def apply(_user: str, state: UserState) -> None:
+                state.drop_nodes(dead, now, self.timings)
+
+            ids = [user_id for user_id, _ in chosen]
+            updated = self._update_users(ids, apply, now, create=False, force_index=True)
+            # Users given up on (server down, cas races) stay in the index: next time.
+            remaining = {n for user_id, found in later for n in found}
+            remaining.update(
+                n for user_id, found in chosen if user_id in updated.failed for n in found
+            )
+            return NodeSweep(updated.changes(ids), frozenset(remaining))
 
         return await self._run(run)
 
@@ -595,12 +675,7 @@ class MemcachedBackend(PresenceBackend):
             state.settle(now, self.timings)
 
         updated = self._update_users(user_ids, apply, now, create=False, force_index=force_index)
-        changes: list[PublicView] = []
-        for user_id in user_ids:
-            if user_id in updated.results:
-                before, state, _ = updated.results[user_id]
-                changes += _changed(user_id, before, state)
-        return changes, updated.failed
+        return updated.changes(user_ids), updated.failed
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         def run() -> list[PublicView]:
@@ -621,7 +696,7 @@ class MemcachedBackend(PresenceBackend):
             # A dead server's buckets wait for its return; the live servers'
             # users are still settled (their deadlines pass meanwhile).
             for bucket, entries in self._read_index(partial=True):
-                for user_id, (_v, _online, check_at, _counts) in entries.items():
+                for user_id, (_v, _online, check_at, *_counts_nodes) in entries.items():
                     if self.bucket_of_user(user_id) != bucket:
                         misplaced.append((bucket, user_id))
                     elif check_at <= now:
@@ -659,8 +734,8 @@ class MemcachedBackend(PresenceBackend):
         def run() -> tuple[PresenceRecord, list[PublicView]]:
             one = self._update_users([user_id], apply, now).one(user_id)
             assert one is not None  # created when missing, so always a result
-            before, state, _ = one
-            return state.record(user_id, now), _changed(user_id, before, state)
+            changes, state, _ = one
+            return state.record(user_id, now), changes
 
         return await self._run(run)
 
@@ -697,18 +772,13 @@ class MemcachedBackend(PresenceBackend):
             users = 0
             by_namespace: Counter[str] = Counter()
             for _bucket, entries in self._read_index():
-                for _v, online, _check_at, counts in entries.values():
+                for _v, online, _check_at, counts, *_nodes in entries.values():
                     if online:
                         users += 1
                         by_namespace.update(counts)
             return PresenceStats(users, sum(by_namespace.values()), dict(by_namespace))
 
         return await self._run(run)
-
-
-def _changed(user_id: str, before: PublicView, state: UserState) -> list[PublicView]:
-    after = state.public_view(user_id)
-    return [after] if after != before else []
 
 
 @hookimpl

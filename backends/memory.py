@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sanic_rt.backend import (
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -40,6 +41,7 @@ class MemoryBackend(PresenceBackend):
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._online: list[str] = []  # sorted, for cursor paging
+        self._nodes: dict[str, float] = {}  # node -> alive until
 
     async def check(self) -> None:
         return None
@@ -52,7 +54,9 @@ class MemoryBackend(PresenceBackend):
             state = self._users[user_id] = UserState()
         return state
 
-    def _commit(self, user_id: str, state: UserState, before: PublicView) -> list[PublicView]:
+    def _commit(
+        self, user_id: str, state: UserState, before: PublicView, now: float
+    ) -> list[PublicView]:
         """Re-index the user after a change and return the visible change, if any."""
         was_online = self._is_indexed(user_id)
         if state.online and not was_online:
@@ -65,8 +69,7 @@ class MemoryBackend(PresenceBackend):
         elif self._deadlines.get(user_id) != deadline:
             self._deadlines[user_id] = deadline
             heapq.heappush(self._heap, (deadline, user_id))
-        after = state.public_view(user_id)
-        return [after] if after != before else []
+        return state.announce(user_id, before, now)
 
     def _is_indexed(self, user_id: str) -> bool:
         i = bisect.bisect_left(self._online, user_id)
@@ -79,7 +82,7 @@ class MemoryBackend(PresenceBackend):
         before = state.public_view(conn.user_id)
         if not state.connect(conn, now, self.timings, max_connections):
             return ConnectResult(False, [])
-        return ConnectResult(True, self._commit(conn.user_id, state, before))
+        return ConnectResult(True, self._commit(conn.user_id, state, before, now))
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         changes: list[PublicView] = []
@@ -88,7 +91,7 @@ class MemoryBackend(PresenceBackend):
             state = self._state(conn.user_id)
             before = state.public_view(conn.user_id)
             state.touch(conn, now, self.timings, activity)
-            changes += self._commit(conn.user_id, state, before)
+            changes += self._commit(conn.user_id, state, before, now)
             statuses[conn.user_id] = state.effective_status()
         return TouchResult(changes, statuses)
 
@@ -98,8 +101,39 @@ class MemoryBackend(PresenceBackend):
             return DisconnectResult([], None)
         before = state.public_view(user_id)
         state.disconnect(sid, now, self.timings)
-        changes = self._commit(user_id, state, before)
+        changes = self._commit(user_id, state, before, now)
         return DisconnectResult(changes, state.grace_until)
+
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        state = self._state(user_id)
+        before = state.public_view(user_id)
+        state.disconnect_after_outage(sid, now, self.timings)
+        changes = self._commit(user_id, state, before, now)
+        return DisconnectResult(changes, state.grace_until)
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        for gone in forget:
+            if self._nodes.get(gone, now) < now:
+                del self._nodes[gone]
+        self._nodes[node] = now + node_ttl
+        return sorted(n for n, alive_until in self._nodes.items() if alive_until < now)
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        # One process holds every node's users here; a scan is fine for development.
+        dead = frozenset(nodes)
+        changes: list[PublicView] = []
+        settled = 0
+        for user_id, state in list(self._users.items()):
+            if settled >= limit:
+                held = {c[3] for s in self._users.values() for c in s.conns.values() if len(c) > 3}
+                return NodeSweep(changes, frozenset(dead & held))
+            before = state.public_view(user_id)
+            if state.drop_nodes(dead, now, self.timings):
+                settled += 1
+                changes += self._commit(user_id, state, before, now)
+        return NodeSweep(changes, frozenset())
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         changes: list[PublicView] = []
@@ -108,7 +142,7 @@ class MemoryBackend(PresenceBackend):
             if state is not None:
                 before = state.public_view(user_id)
                 state.settle(now, self.timings)
-                changes += self._commit(user_id, state, before)
+                changes += self._commit(user_id, state, before, now)
         return changes
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
@@ -126,7 +160,7 @@ class MemoryBackend(PresenceBackend):
         state = self._state(user_id)
         before = state.public_view(user_id)
         state.set_status(status, now)
-        changes = self._commit(user_id, state, before)
+        changes = self._commit(user_id, state, before, now)
         return state.record(user_id, now), changes
 
     async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
@@ -148,7 +182,7 @@ class MemoryBackend(PresenceBackend):
     async def stats(self, now: float) -> PresenceStats:
         by_namespace: Counter[str] = Counter()
         for user_id in self._online:
-            for expires_at, namespace, _device in self._users[user_id].conns.values():
+            for expires_at, namespace, *_device_node in self._users[user_id].conns.values():
                 if expires_at > now:
                     by_namespace[namespace] += 1
         return PresenceStats(len(self._online), sum(by_namespace.values()), dict(by_namespace))

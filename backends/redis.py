@@ -13,6 +13,10 @@ touches one slot (Redis Cluster safe)::
     <prefix>:{<prefix>:<s>}:online       ZSET online users (score 0, lex order)
     <prefix>:{<prefix>:<s>}:due          ZSET users by next deadline (the sweeper's)
     <prefix>:{<prefix>:<s>}:ns           HASH namespace -> live connection entries
+    <prefix>:{<prefix>:<s>}:node:<id>    SET users node <id> holds connections of (liveness)
+    <prefix>:nodes                       ZSET node -> alive until (node liveness, any slot)
+    <events key>:{<prefix>:<s>}          STREAM presence events of the shard's users
+                                         (only with [events.stream]; see events_key)
 
 Expiry is decided from the callers' clocks passed as arguments; native
 PEXPIRE on a user's hash is only a clean-up net, far beyond ttl.
@@ -38,6 +42,7 @@ from sanic_rt.backend import (
     BackendUnavailable,
     ConnectResult,
     DisconnectResult,
+    NodeSweep,
     PresenceBackend,
     PresenceStats,
     TouchResult,
@@ -64,6 +69,8 @@ UNAVAILABLE_ERRORS = (
 )
 #: seconds a call may wait for a free pooled connection at the least
 QUEUE_WAIT_MIN = 5.0
+#: dead nodes one heartbeat reports at most (the rest come with the next beats)
+DEAD_NODES_MAX = 100
 #: server replies that are outages, not bugs in our scripts
 UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 
@@ -73,11 +80,15 @@ def _num(raw: bytes | None) -> float | None:
 
 
 def _conn_entry(raw: bytes) -> list[Any]:
-    """Decode ``<expires_at>|<len(namespace)>|<namespace><device>`` (lengths in bytes)."""
+    """Decode ``<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>`` (lengths in bytes).
+
+    Entries written before node ids have no ``,<len(node)>`` and no node.
+    """
     expires, _, rest = raw.partition(b"|")
-    length, _, rest = rest.partition(b"|")
-    n = int(length)
-    return [float(expires), rest[:n].decode(), rest[n:].decode()]
+    lengths, _, rest = rest.partition(b"|")
+    ns_len, _, node_len = lengths.partition(b",")
+    n, m = int(ns_len), int(node_len or 0)
+    return [float(expires), rest[:n].decode(), rest[n + m :].decode(), rest[n : n + m].decode()]
 
 
 def state_from_hash(flat: dict[bytes, bytes]) -> UserState:
@@ -100,6 +111,8 @@ def state_from_hash(flat: dict[bytes, bytes]) -> UserState:
             state.public_last_seen = _num(value)
         elif field == b"g":
             state.grace_until = _num(value)
+        elif field == b"q":
+            state.seq = int(value)
     return state
 
 
@@ -107,10 +120,18 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _changes(rows: list[list[bytes]]) -> list[PublicView]:
+def _changes(rows: list[list[bytes]], now: float) -> list[PublicView]:
     return [
-        PublicView(uid.decode(), online == b"1", status.decode(), _num(last_seen))
-        for uid, online, status, last_seen in rows
+        PublicView(
+            uid.decode(),
+            online == b"1",
+            status.decode(),
+            _num(last_seen),
+            seq=int(seq),
+            at=now,
+            was_online=was_online == b"1",
+        )
+        for uid, online, status, last_seen, seq, was_online in rows
     ]
 
 
@@ -145,6 +166,12 @@ class RedisBackend(PresenceBackend):
             repr(float(self.timings.idle_timeout)),
             str(int(expire * 1000)),
         ]
+        self.stream = self.config.events.stream_enabled()
+        self.events_base = self.config.events.stream.key or f"{self.prefix}:events"
+        if "{" in self.events_base or "}" in self.events_base:
+            raise ConfigError(self.config.source, "events.stream.key", "must not contain { or }")
+        # maxlen counts the entries of all the shards' streams together.
+        self._maxlen = str(-(-self.config.events.stream.maxlen // self.shards))
         pool = aioredis.BlockingConnectionPool.from_url(
             cfg.url,
             max_connections=cfg.pool_size,
@@ -176,6 +203,13 @@ class RedisBackend(PresenceBackend):
         tag = self._tag(shard)
         return [f"{tag}:online", f"{tag}:due", f"{tag}:ns"]
 
+    def events_key(self, shard: int) -> str:
+        """The event stream of one shard: in the shard's slot, so its script may write it."""
+        return f"{self.events_base}:{{{self.prefix}:{shard}}}"
+
+    def event_stream_keys(self) -> list[str] | None:
+        return [self.events_key(s) for s in range(self.shards)] if self.stream else None
+
     def _by_shard(self, user_ids: Sequence[str]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         for user_id in dict.fromkeys(user_ids):
@@ -206,9 +240,15 @@ class RedisBackend(PresenceBackend):
     def _args(self, op: str, now: float, *rest: Any) -> list[Any]:
         return [op, repr(float(now)), *self._timing_args, *rest]
 
+    def _event_args(self, shard: int) -> list[str]:
+        """The script's last two arguments: the shard's stream ('' = none) and maxlen."""
+        return [self.events_key(shard) if self.stream else "", self._maxlen]
+
     async def _run(self, shard: int, user_keys: list[str], args: list[Any]) -> list[Any]:
         async with self._guard():
-            return await self.script(keys=self._index_keys(shard) + user_keys, args=args)
+            return await self.script(
+                keys=self._index_keys(shard) + user_keys, args=args + self._event_args(shard)
+            )
 
     async def _run_many(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
         """Several script calls (one per shard) in one pipelined round trip.
@@ -228,6 +268,7 @@ class RedisBackend(PresenceBackend):
                 for i in pending:
                     shard, user_keys, args = calls[i]
                     keys = self._index_keys(shard) + user_keys
+                    args = args + self._event_args(shard)
                     pipe.evalsha(self.script.sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
                 missing = []
@@ -266,31 +307,27 @@ class RedisBackend(PresenceBackend):
     ) -> list[ConnectResult]:
         # One script call per connection (each atomic, run in order, so the
         # per-user cap stays exact), all in one pipelined round trip.
-        calls = [
-            (
-                self.shard(c.user_id),
-                [self.user_key(c.user_id)],
-                self._args(
-                    "connect", now, c.user_id, c.sid, c.namespace, c.device, max_connections
-                ),
+        calls = []
+        for c in conns:
+            fields = (c.user_id, c.sid, c.namespace, c.device, max_connections, c.node)
+            calls.append(
+                (self.shard(c.user_id), [self.user_key(c.user_id)], self._args("connect", now, *fields))
             )
-            for c in conns
-        ]
         return [
-            ConnectResult(result[0] == b"1", _changes(changes))
+            ConnectResult(result[0] == b"1", _changes(changes, now))
             for result, changes in await self._run_many(calls)
         ]
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)
-        # and five arguments per connection.
+        # and six arguments per connection.
         shards: dict[int, tuple[dict[str, int], list[Any]]] = {}
         for c in conns:
             index, args = shards.setdefault(
                 self.shard(c.user_id), ({}, self._args("touch", now, "1" if activity else "0"))
             )
             position = index.setdefault(c.user_id, len(index) + 1)
-            args += [position, c.user_id, c.sid, c.namespace, c.device]
+            args += [position, c.user_id, c.sid, c.namespace, c.device, c.node]
         calls = [
             (shard, [self.user_key(uid) for uid in index], args)
             for shard, (index, args) in shards.items()
@@ -298,7 +335,7 @@ class RedisBackend(PresenceBackend):
         changes: list[PublicView] = []
         statuses: dict[str, str] = {}
         for result, shard_changes in await self._run_many(calls):
-            changes += _changes(shard_changes)
+            changes += _changes(shard_changes, now)
             statuses.update(
                 (uid.decode(), status.decode()) for uid, status in _pairs(result).items()
             )
@@ -310,14 +347,51 @@ class RedisBackend(PresenceBackend):
             [self.user_key(user_id)],
             self._args("disconnect", now, user_id, sid),
         )
-        return DisconnectResult(_changes(changes), _num(result[0]))
+        return DisconnectResult(_changes(changes, now), _num(result[0]))
+
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        result, changes = await self._run(
+            self.shard(user_id),
+            [self.user_key(user_id)],
+            self._args("disconnect_after_outage", now, user_id, sid),
+        )
+        return DisconnectResult(_changes(changes, now), _num(result[0]))
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        key = f"{self.prefix}:nodes"
+        async with self._guard():
+            pipe = self.redis.pipeline(transaction=False)
+            if forget:
+                pipe.zrem(key, *forget)
+            pipe.zadd(key, {node: now + node_ttl})
+            pipe.zrangebyscore(key, "-inf", f"({now!r}", start=0, num=DEAD_NODES_MAX)
+            replies = await pipe.execute()
+        return [n.decode() for n in replies[-1]]
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        """Each shard's script drops the dead nodes' connections, in one pipeline."""
+        if not nodes:
+            return NodeSweep([], frozenset())
+        calls = [
+            (shard, [], self._args("drop_nodes", now, limit, f"{self._tag(shard)}:u:", *nodes))
+            for shard in range(self.shards)
+        ]
+        changes: list[PublicView] = []
+        remaining: set[str] = set()
+        for result, shard_changes in await self._run_many(calls):
+            changes += _changes(shard_changes, now)
+            remaining.update(n.decode() for n in result)
+        return NodeSweep(changes, frozenset(remaining))
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
         calls = [
             (shard, [self.user_key(uid) for uid in ids], self._args("settle", now, *ids))
             for shard, ids in self._by_shard(user_ids).items()
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        replies = await self._run_many(calls)
+        return [c for _result, changes in replies for c in _changes(changes, now)]
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         """Settle due users of every shard, up to ``limit`` per shard, in one round trip."""
@@ -325,7 +399,8 @@ class RedisBackend(PresenceBackend):
             (shard, [], self._args("sweep", now, limit, f"{self._tag(shard)}:u:"))
             for shard in range(self.shards)
         ]
-        return [c for _result, changes in await self._run_many(calls) for c in _changes(changes)]
+        replies = await self._run_many(calls)
+        return [c for _result, changes in replies for c in _changes(changes, now)]
 
     async def set_status(
         self, user_id: str, status: str, now: float
@@ -336,7 +411,7 @@ class RedisBackend(PresenceBackend):
             self._args("set_status", now, user_id, status),
         )
         record = state_from_hash(_pairs(result)).record(user_id, now)
-        return record, _changes(changes)
+        return record, _changes(changes, now)
 
     async def get_many(self, user_ids: Sequence[str], now: float) -> dict[str, PresenceRecord]:
         ids = list(dict.fromkeys(user_ids))

@@ -9,14 +9,19 @@
 --   KEYS[1] online  ZSET, score 0, member user id (lex order for paging)
 --   KEYS[2] due     ZSET, score = UserState.deadline(), member user id
 --   KEYS[3] ns      HASH namespace -> live connection entries (for stats)
---   user hash       fields s, o, i, a, l, p, g (UserState scalars) and
---                   c:<sid> = "<expires_at>|<len(namespace)>|<namespace><device>"
+--   <tag>:node:<id> SET of the user ids node <id> holds connections of in this
+--                   shard (named from KEYS[3], so in the same slot)
+--   user hash       fields s, o, i, a, l, p, g, q (UserState scalars) and
+--                   c:<sid> = "<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>"
+--                   (entries written before node ids: "<expires_at>|<len(ns)>|<ns><device>")
 --
 -- Times are the caller's clock passed in ARGV ("now"), never Redis TIME, so
 -- the conformance suite can drive them. Numbers go back to the caller as
 -- strings: Redis truncates Lua numbers in replies to integers.
 
 local TTL, GRACE, IDLE, EXPIRE_MS
+-- The shard's node index: the ns key's name with "ns" replaced (same hash tag).
+local NODE_KEY_PREFIX = string.sub(KEYS[3], 1, -3) .. 'node:'
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -31,16 +36,51 @@ end
 local function decode_conn(v)
   local p1 = string.find(v, '|', 1, true)
   local p2 = string.find(v, '|', p1 + 1, true)
-  local len = tonumber(string.sub(v, p1 + 1, p2 - 1))
+  local lengths = string.sub(v, p1 + 1, p2 - 1)
+  local comma = string.find(lengths, ',', 1, true)
+  local len, node_len = tonumber(lengths), 0
+  if comma ~= nil then
+    len, node_len = tonumber(string.sub(lengths, 1, comma - 1)), tonumber(string.sub(lengths, comma + 1))
+  end
+  local node_at = p2 + len + 1
   return {
     tonumber(string.sub(v, 1, p1 - 1)),
     string.sub(v, p2 + 1, p2 + len),
-    string.sub(v, p2 + len + 1),
+    string.sub(v, node_at + node_len),
+    string.sub(v, node_at, node_at + node_len - 1),
   }
 end
 
 local function encode_conn(c)
-  return fmt(c[1]) .. '|' .. #c[2] .. '|' .. c[2] .. c[3]
+  return fmt(c[1]) .. '|' .. #c[2] .. ',' .. #c[4] .. '|' .. c[2] .. c[4] .. c[3]
+end
+
+-- node index (which users each node holds connections of) ---------------------
+
+local function conn_nodes(st)
+  local nodes = {}
+  for _, c in pairs(st.conns) do
+    if c[4] ~= '' then
+      nodes[c[4]] = true
+    end
+  end
+  return nodes
+end
+
+-- Re-index the user in its nodes' sets after a change of its connections.
+local function index_nodes(st)
+  local now_nodes = conn_nodes(st)
+  for node in pairs(st.old_nodes) do
+    if not now_nodes[node] then
+      redis.call('SREM', NODE_KEY_PREFIX .. node, st.uid)
+    end
+  end
+  for node in pairs(now_nodes) do
+    if not st.old_nodes[node] then
+      redis.call('SADD', NODE_KEY_PREFIX .. node, st.uid)
+    end
+  end
+  st.old_nodes = now_nodes
 end
 
 -- Namespace counters of this shard, applied once at the end of a script.
@@ -87,9 +127,12 @@ local function load(key, uid)
       st.public_last_seen = tonumber(v)
     elseif f == 'g' then
       st.grace_until = tonumber(v)
+    elseif f == 'q' then
+      st.seq = tonumber(v)
     end
   end
   st.was_online = st.online
+  st.old_nodes = conn_nodes(st)
   st.old_deadline = deadline(st)
   st.before = public_view(st)
   return st
@@ -197,21 +240,21 @@ local function go_offline(st, now)
   end
 end
 
-local function op_connect(st, sid, ns, device, now, max_connections)
+local function op_connect(st, sid, ns, device, node, now, max_connections)
   prune(st, now)
   if st.conns[sid] == nil and nconns(st) >= max_connections then
     return false
   end
-  set_conn(st, sid, {now + TTL, ns, device})
+  set_conn(st, sid, {now + TTL, ns, device, node})
   come_online(st, now)
   st.last_active = now
   st.idle = false
   return true
 end
 
-local function op_touch(st, sid, ns, device, now, activity)
+local function op_touch(st, sid, ns, device, node, now, activity)
   prune(st, now)
-  set_conn(st, sid, {now + TTL, ns, device})
+  set_conn(st, sid, {now + TTL, ns, device, node})
   come_online(st, now)
   if activity then
     st.last_active = now
@@ -241,6 +284,25 @@ local function op_disconnect(st, sid, now)
   op_settle(st, now)
 end
 
+-- Outage and node-crash rules (UserState.disconnect_after_outage, drop_nodes) ----
+
+local function op_disconnect_after_outage(st, sid, now)
+  if not st.exists then
+    go_offline(st, now) -- the storage lost the record: see UserState
+  else
+    op_disconnect(st, sid, now)
+  end
+end
+
+local function op_drop_nodes(st, dead, now)
+  for sid, c in pairs(st.conns) do
+    if dead[c[4]] then
+      del_conn(st, sid)
+    end
+  end
+  op_settle(st, now)
+end
+
 local function op_set_status(st, status, now)
   if status == 'invisible' and st.status ~= 'invisible' and st.online then
     -- Going invisible must look exactly like going offline.
@@ -251,6 +313,54 @@ local function op_set_status(st, status, now)
   st.idle = false
 end
 
+-- presence events -----------------------------------------------------------------
+-- Every operation's last two arguments are this shard's event stream ('' when
+-- off) and its approximate maxlen (backends/redis.py appends them).
+
+local EVENTS_KEY, EVENTS_MAXLEN
+
+local function set_events(key, maxlen)
+  EVENTS_KEY, EVENTS_MAXLEN = key, maxlen
+end
+
+-- presence_model.next_seq: grows with every change, from the clock (ms) up.
+local function next_seq(seq, now)
+  return math.max((seq or 0) + 1, math.floor(now * 1000))
+end
+
+local function json_num(x)
+  return x and fmt(x) or 'null'
+end
+
+-- The event of sanic_rt/events.py presence_event(), as JSON.
+local function event_json(st, after, before, seq, now)
+  local kind = 'presence.status'
+  if not after[1] then
+    kind = 'presence.offline'
+  elseif not before[1] then
+    kind = 'presence.online'
+  end
+  return '{"id":' .. cjson.encode(st.uid .. ':' .. seq) .. ',"type":"' .. kind
+    .. '","user_id":' .. cjson.encode(st.uid) .. ',"online":' .. tostring(after[1])
+    .. ',"status":"' .. after[2] .. '","last_seen":' .. json_num(after[3])
+    .. ',"seq":' .. seq .. ',"at":' .. fmt(now) .. '}'
+end
+
+-- Number a visible change, store its seq and append its event to the stream,
+-- in the script that decides it: no change without its event, none twice.
+-- Returns the seq (a string).
+local function emit_event(st, after, before)
+  local now = tonumber(ARGV[2])
+  st.seq = next_seq(st.seq, now)
+  local seq = string.format('%.0f', st.seq)
+  redis.call('HSET', st.key, 'q', seq)
+  if EVENTS_KEY ~= '' then
+    redis.call('XADD', EVENTS_KEY, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'event', event_json(st, after, before, seq, now))
+  end
+  return seq
+end
+
 -- write-back ----------------------------------------------------------------------
 
 local function bool(b)
@@ -258,7 +368,8 @@ local function bool(b)
 end
 
 -- Write the state back, re-index it, and append the visible change (if any)
--- to `changes` as {user_id, online "1"/"0", status, last_seen or ""}.
+-- to `changes` as {user_id, online "1"/"0", status, last_seen or "", seq,
+-- online before "1"/"0"}.
 local function commit(st, online_key, due_key, changes)
   local set = {
     's', st.status, 'o', bool(st.online), 'i', bool(st.idle), 'a', fmt(st.last_active),
@@ -287,6 +398,7 @@ local function commit(st, online_key, due_key, changes)
   -- Only a clean-up net: presence is decided from the timestamps above.
   redis.call('PEXPIRE', st.key, EXPIRE_MS)
   st.dirty, st.removed = {}, {}
+  index_nodes(st)
 
   if st.online ~= st.was_online then
     if st.online then
@@ -308,7 +420,10 @@ local function commit(st, online_key, due_key, changes)
   local after = public_view(st)
   local before = st.before
   if after[1] ~= before[1] or after[2] ~= before[2] or after[3] ~= before[3] then
-    changes[#changes + 1] = {st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or ''}
+    local seq = emit_event(st, after, before)
+    changes[#changes + 1] = {
+      st.uid, bool(after[1]), after[2], after[3] and fmt(after[3]) or '', seq, bool(before[1]),
+    }
   end
   st.before = after
 end
@@ -321,19 +436,21 @@ end
 -- ============================== operation ==================================
 -- ARGV[1] operation, ARGV[2] now, ARGV[3..6] ttl, offline_grace, idle_timeout,
 -- key expiry (ms); KEYS[1..3] the shard's online, due and ns keys; the rest
--- per operation. Returns {result, changes}.
+-- per operation, then the two event arguments (see set_events). Returns
+-- {result, changes}.
 
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 set_timings(ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+set_events(ARGV[#ARGV - 1], ARGV[#ARGV])
 local online_key, due_key, ns_key = KEYS[1], KEYS[2], KEYS[3]
 local changes = {}
 local result = {}
 
 if op == 'connect' then
-  -- KEYS[4] user; ARGV[7..11] user id, sid, namespace, device, max connections
+  -- KEYS[4] user; ARGV[7..12] user id, sid, namespace, device, max connections, node
   local st = load(KEYS[4], ARGV[7])
-  if op_connect(st, ARGV[8], ARGV[9], ARGV[10], now, tonumber(ARGV[11])) then
+  if op_connect(st, ARGV[8], ARGV[9], ARGV[10], ARGV[12], now, tonumber(ARGV[11])) then
     commit(st, online_key, due_key, changes)
     result = {'1'}
   else
@@ -342,10 +459,10 @@ if op == 'connect' then
     result = {'0'}
   end
 elseif op == 'touch' then
-  -- KEYS[4..] users; ARGV[7] activity; then (user index, user id, sid, namespace, device)
+  -- KEYS[4..] users; ARGV[7] activity; then (user index, user id, sid, namespace, device, node)
   local activity = ARGV[7] == '1'
   local states, order = {}, {}
-  for i = 8, #ARGV, 5 do
+  for i = 8, #ARGV - 2, 6 do
     local idx = tonumber(ARGV[i])
     local st = states[idx]
     if st == nil then
@@ -353,7 +470,7 @@ elseif op == 'touch' then
       states[idx] = st
       order[#order + 1] = st
     end
-    op_touch(st, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], now, activity)
+    op_touch(st, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], now, activity)
   end
   for _, st in ipairs(order) do
     commit(st, online_key, due_key, changes)
@@ -392,6 +509,40 @@ elseif op == 'sweep' then
     else
       -- The record was dropped by its clean-up expiry; drop its index entry too.
       redis.call('ZREM', online_key, uid)
+    end
+  end
+elseif op == 'disconnect_after_outage' then
+  -- KEYS[4] user; ARGV[7..8] user id, sid. Returns {grace_until or ""}.
+  local st = load(KEYS[4], ARGV[7])
+  op_disconnect_after_outage(st, ARGV[8], now)
+  commit(st, online_key, due_key, changes)
+  result = {st.grace_until and fmt(st.grace_until) or ''}
+elseif op == 'drop_nodes' then
+  -- ARGV[7] limit, ARGV[8] user key prefix of this shard, ARGV[9..] dead nodes (then the
+  -- two event arguments).
+  -- Returns the dead nodes that still hold connections here (the limit was hit).
+  local dead, budget = {}, tonumber(ARGV[7])
+  for i = 9, #ARGV - 2 do
+    dead[ARGV[i]] = true
+  end
+  for i = 9, #ARGV - 2 do
+    local node = ARGV[i]
+    local node_key = NODE_KEY_PREFIX .. node
+    if budget > 0 then
+      -- Popped whatever the record says: a stale member must not stay.
+      local users = redis.call('SPOP', node_key, budget)
+      for _, uid in ipairs(users) do
+        local st = load(ARGV[8] .. uid, uid)
+        st.old_nodes[node] = nil
+        if st.exists then
+          op_drop_nodes(st, dead, now)
+          commit(st, online_key, due_key, changes)
+        end
+      end
+      budget = budget - #users
+    end
+    if redis.call('EXISTS', node_key) == 1 then
+      result[#result + 1] = node
     end
   end
 elseif op == 'set_status' then

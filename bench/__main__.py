@@ -3,7 +3,7 @@
 Environment:
   BENCH_SCALE=0.05   scale client counts and durations down (development runs; results
                      then go to bench/results/scaled/, which git ignores)
-  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster
+  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster, bus
   BENCH_OUT=DIR      write results there instead
 """
 
@@ -25,17 +25,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import backends, report, sockets
+from . import backends, bus, report, sockets
+from . import events as events_bench
 from .procs import Proc, cores, free_port, memcached_proc, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("storm", "pings", "fanout", "backends", "cluster")
+SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "bus", "events")
 STORM_SIZES = (1000, 5000)
 PING_CLIENTS = (500, 2000)
 FANOUT_SUBSCRIBERS = 1000
 FANOUT_GRACE = 1.0
 CROSS_NODE_MESSAGES = 200
+BUS_FLOOD = 50_000
 
 
 def scaled(n: int, scale: float, minimum: int = 20) -> int:
@@ -228,6 +230,36 @@ class Bench:
         for note in result.pop("notes", []):
             self.note(note)
         return result
+
+    def bus(self) -> dict[str, Any]:
+        if self.redis is None:
+            return {"skipped": "needs redis-server"}
+        messages = scaled(CROSS_NODE_MESSAGES, self.scale)
+        return bus.run(self.ctx, self.redis.port, messages, scaled(BUS_FLOOD, self.scale, 2000))
+
+    def events(self) -> dict[str, Any]:
+        """Presence transitions/s with webhooks off and on (the receiver on the load core)."""
+        port = free_port()
+        receiver = Proc(
+            "webhook-receiver",
+            [sys.executable, "-m", "bench.events", str(port)],
+            self.ctx.workdir,
+            self.ctx.load_cpus,
+            port=port,
+            env={**os.environ, "PYTHONPATH": str(BENCH_DIR.parent)},
+        )
+        previous = os.sched_getaffinity(0)
+        try:
+            receiver.start()
+            os.sched_setaffinity(0, self.ctx.server_cpus)
+            _flush_redis(self.redis.port if self.redis else None)
+            seconds = max(0.5, 3 * self.scale)
+            return _run_async(
+                events_bench.run(seconds, self.redis.port if self.redis else None, port)
+            )
+        finally:
+            os.sched_setaffinity(0, previous)
+            receiver.stop()
 
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine()

@@ -314,6 +314,31 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                     [[cl["mode"], cl["samples"], cl["p50_ms"], cl["p99_ms"], cl["missing"]]],
                 )
             )
+    out += _bus_markdown(results.get("bus"))
+    ev = results.get("events")
+    if ev:
+        out.append(
+            "## (8) Presence events: transitions/s with webhooks off and on\n\nconnect+"
+            "disconnect pairs of new users at concurrency 64, no offline grace (2 changes "
+            "each), in-process; with webhooks on, every change is POSTed to a receiver in "
+            "another process. drain: time after the load until the receiver had them all.\n"
+        )
+        rows = [
+            [
+                name,
+                r["transitions_per_s"],
+                r.get("drain_s"),
+                r.get("delivered_per_s"),
+                r["lag_p99_ms"],
+            ]
+            for name, r in ev.items()
+        ]
+        out.append(
+            _table(
+                ["backend, webhooks", "transitions/s", "drain s", "delivered/s", "lag p99 ms"],
+                rows,
+            )
+        )
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]
@@ -321,6 +346,45 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         out.append("## Sections that failed\n")
         out += [f"- {k}: {v}\n" for k, v in results["errors"].items()]
     return "\n".join(out)
+
+
+def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
+    if not bus:
+        return []
+    out = ["## (7) Cluster bus: pub/sub (`redis`) against streams (`redis-streams`)\n"]
+    if "skipped" in bus:
+        return [*out, f"Skipped: {bus['skipped']}\n"]
+    rows = [
+        [
+            r["manager"],
+            r.get("routing", "broadcast"),
+            "on" if r["recovery"] else "off",
+            r["samples"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["acks_per_s"],
+            r["acks_per_cpu_s"],
+            f"{r['burst_received']}/{r['burst_acked']}",
+            r.get("bus_reads_per_emit"),
+        ]
+        for r in bus["cross_node"]
+    ]
+    headers = ["manager", "routing", "recovery", "samples", "p50 ms", "p99 ms", "burst acks/s"]
+    headers += ["acks/CPU-s (A+B)", "received/acked", "bus reads per emit (3 nodes)"]
+    out.append(_table(headers, rows))
+    rows = [
+        [
+            r["manager"],
+            r["messages"],
+            r["discarded_per_cpu_s"] or f"cut off by Redis {r['subscriber_cut_off']}x",
+            r.get("bytes_per_entry", "-"),
+            r.get("entry_json_bytes", "-"),
+        ]
+        for r in bus["ceiling"]
+    ]
+    headers = ["manager", "flood", "emits for others / CPU-s", "Redis B/entry", "JSON B"]
+    out.append(_table(headers, rows))
+    return out
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -254,8 +254,11 @@ def fanout(ctx: Context, target: Target, subscribers: int, grace: float) -> dict
         server.stop()
 
 
-def cross_node(ctx: Context, node_a: Proc, node_b: Proc, messages: int) -> dict[str, Any]:
+def cross_node(
+    ctx: Context, node_a: Proc, node_b: Proc, messages: int, recover: bool = False
+) -> dict[str, Any]:
     opts = {
+        "recover": recover,
         "mode": "crossNode",
         "urlA": server_url(node_a.port or 0),
         "urlB": server_url(node_b.port or 0),

@@ -19,13 +19,17 @@ from sanic import Sanic
 from . import http_api, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
+from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
+from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .sio_server import GatewayServer
+from .stream_manager import StreamManager
+from .targeted_bus import TargetedStreamManager
 
 log = logging.getLogger("sanic_rt")
 _app_numbers = itertools.count(1)
@@ -53,9 +57,24 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             f"{config.presence.backend!r} is one process only: use redis or memcached "
             "with several workers or a cluster manager",
         )
+    if config.recovery.enabled and config.cluster.manager == "redis":
+        raise ConfigError(
+            src,
+            "recovery.enabled",
+            'pub/sub cannot replay missed events: use manager = "redis-streams"',
+        )
+    if config.cluster.routing == "targeted":
+        if config.cluster.manager != "redis-streams":
+            raise ConfigError(src, "cluster.routing", 'targeted needs manager = "redis-streams"')
+        if config.recovery.enabled:
+            raise ConfigError(
+                src, "recovery.enabled", 'not available with routing = "targeted" (yet)'
+            )
     if server.workers > 1:
         if not config.cluster.manager:
-            raise ConfigError(src, "cluster.manager", 'workers > 1 needs manager = "redis"')
+            raise ConfigError(
+                src, "cluster.manager", 'workers > 1 needs manager = "redis" or "redis-streams"'
+            )
         if server.transports != ["websocket"]:
             raise ConfigError(
                 src,
@@ -112,8 +131,17 @@ def api_keys(config: Config) -> list[str]:
 
 
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
+    url = config.cluster.url or config.presence.redis.url
+    if config.cluster.manager == "redis-streams":
+        streams = TargetedStreamManager if config.cluster.routing == "targeted" else StreamManager
+        return streams(
+            url,
+            channel=config.cluster.channel,
+            maxlen=config.cluster.stream_maxlen,
+            timeout=config.cluster.timeout,
+            connect_timeout=config.presence.redis.connect_timeout,
+        )
     if config.cluster.manager == "redis":
-        url = config.cluster.url or config.presence.redis.url
         # A bounded connect: an emit awaits its publish, so an unreachable Redis
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
@@ -121,7 +149,20 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
         return socketio.AsyncRedisManager(
             url, channel=config.cluster.channel, redis_options=options
         )
+    if config.recovery.enabled:
+        recovery = config.recovery
+        return MemoryLogManager(MemoryEventLog(recovery.max_disconnection, recovery.max_log_events))
     return None
+
+
+def _enable_recovery(sio: GatewayServer, config: Config) -> None:
+    """Connection state recovery on the manager that logs events (see check_deployment)."""
+    if not config.recovery.enabled:
+        return
+    manager = sio.manager
+    recovery = Recovery(manager.event_log, config.recovery.max_disconnection)
+    recovery.server = sio
+    manager.recovery = sio.recovery = recovery
 
 
 def create_app(
@@ -175,6 +216,7 @@ def create_app(
     )
     if config.cluster.manager:
         sio.emit_timeout = config.cluster.timeout
+    _enable_recovery(sio, config)
     presence = Presence(backend, config.presence, config.auth.max_connections_per_user, clock)
     gateway = Gateway(
         config=config,
@@ -183,7 +225,16 @@ def create_app(
         verifier=TokenVerifier(config),
         plugins=plugins,
     )
-    presence.publisher = gateway.publish_presence
+    events = PresenceEvents(config, backend, plugins)
+
+    async def publish(changes: list[Any]) -> None:
+        try:
+            await gateway.publish_presence(changes)
+        finally:  # the events go out even when the bus could not take the change
+            await events.dispatch(changes)
+
+    presence.publisher = publish
+    presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))
@@ -196,6 +247,7 @@ def create_app(
     app.config.TOUCHUP = False
     app.ctx.config = config
     app.ctx.gateway = gateway
+    app.ctx.events = events
     http_api.install(app, keys, config.production)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
@@ -203,6 +255,7 @@ def create_app(
     @app.before_server_start
     async def start_services(app: Sanic) -> None:
         await presence.start()
+        await events.start()
         if not sio.manager_initialized:
             # python-socketio subscribes to the cluster channel on the first
             # client's connect; until then emits from other nodes miss us.
@@ -215,6 +268,7 @@ def create_app(
     async def stop_services(app: Sanic) -> None:
         await plugins.notify("shutdown", app=app)
         await presence.close()
+        await events.close()
 
     app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
     return app

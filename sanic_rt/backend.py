@@ -43,6 +43,14 @@ class DisconnectResult:
 
 
 @dataclass(frozen=True)
+class NodeSweep:
+    changes: list[PublicView]
+    #: the dead nodes that still hold connections (the limit was reached); a
+    #: node absent here holds none and is forgotten
+    remaining: frozenset[str]
+
+
+@dataclass(frozen=True)
 class PresenceStats:
     online_users: int
     connections: int
@@ -66,6 +74,11 @@ class PresenceBackend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once at shutdown."""
+
+    def event_stream_keys(self) -> list[str] | None:
+        """The streams this backend appends every change's event to, in the same
+        atomic step that decides it (``[events.stream]``); ``None`` if it keeps none."""
+        return None
 
     @abstractmethod
     async def check(self) -> None:
@@ -108,6 +121,37 @@ class PresenceBackend(ABC):
     @abstractmethod
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         """Settle up to ``limit`` users whose deadline has passed, whoever's node they were on."""
+
+    async def disconnect_after_outage(self, user_id: str, sid: str, now: float) -> DisconnectResult:
+        """Settle a disconnect that failed while the storage was down (see UserState).
+
+        The caller saw this connection live and close. When the storage has no
+        record of the user (it lost its data), record them offline and return
+        that change, once across every caller. This default cannot make that
+        atomic: a backend without an override announces offline from each
+        caller that holds such a disconnect.
+        """
+        result = await self.disconnect(user_id, sid, now)
+        record = (await self.get_many([user_id], now))[user_id]
+        if result.changes or record.online or record.last_seen is not None:
+            return result
+        return DisconnectResult([PublicView(user_id, False, "offline", None)], None)
+
+    async def node_heartbeat(
+        self, node: str, now: float, node_ttl: float, forget: Sequence[str] = ()
+    ) -> list[str]:
+        """Mark ``node`` alive until ``now + node_ttl``; return the nodes found dead.
+
+        ``forget`` drops dead nodes that hold no connections any more from the
+        registry (a node that was only slow re-registers at its next beat).
+        One round trip. The default keeps no node liveness: dead nodes are
+        never reported and a crashed node's connections expire after ``ttl``.
+        """
+        return []
+
+    async def settle_nodes(self, nodes: Sequence[str], now: float, limit: int) -> NodeSweep:
+        """Remove up to ``limit`` users' connections held by the dead ``nodes``, and settle them."""
+        return NodeSweep([], frozenset())
 
     @abstractmethod
     async def set_status(

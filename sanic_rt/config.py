@@ -103,16 +103,39 @@ class PresenceConfig:
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
     record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
+    node_ttl: float = _opt(10.0, "a node is dead this long after its last beat, s", min=1)
+    max_pending_disconnects: int = _opt(
+        10_000, "disconnects kept per node while storage is down", min=1
+    )
     redis: RedisConfig = field(default_factory=RedisConfig)
     memcached: MemcachedConfig = field(default_factory=MemcachedConfig)
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    manager: Literal["", "redis", "memcached"] = _opt("", '"" (one process) or "redis"')
+    manager: Literal["", "redis", "redis-streams", "memcached"] = _opt(
+        "", '"" (one process), "redis" (pub/sub) or "redis-streams"'
+    )
     url: str = _opt("", "manager URL; default the presence Redis URL")
-    channel: str = _opt("sanic_rt", "pub/sub channel")
+    channel: str = _opt("sanic_rt", "pub/sub channel; prefix of the stream's keys")
     timeout: float = _opt(1.0, "seconds an emit through the manager may take", min=0.01, max=60)
+    stream_maxlen: int = _opt(
+        10_000, "redis-streams: entries kept in the bus stream (approximate)", min=100
+    )
+    routing: Literal["broadcast", "targeted"] = _opt(
+        "broadcast", "redis-streams: every node reads every emit, or only its rooms'"
+    )
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    enabled: bool = _opt(False, "connection state recovery for clients sending recover: true")
+    max_disconnection: float = _opt(
+        120.0, "how long a dropped connection's session is kept, s", min=1, max=86_400
+    )
+    max_log_events: int = _opt(
+        10_000, "single process: events kept for recovery", min=100, max=10_000_000
+    )
 
 
 @dataclass(frozen=True)
@@ -128,13 +151,47 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class EventStreamConfig:
+    enabled: bool = _opt(False, "append presence events to a Redis stream (Redis backend)")
+    key: str = _opt("", 'stream key; "" = <presence.redis.key_prefix>:events (one per shard)')
+    maxlen: int = _opt(100_000, "entries kept, all shard streams together (approximate)", min=1)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = _opt("", 'POST presence events here (http or https); "" = off')
+    secret: str = _opt("", "HMAC-SHA256 signing secret")
+    secret_file: str = _opt("", "file holding the signing secret")
+    timeout: float = _opt(5.0, "seconds one POST may take", min=0.1, max=600)
+    max_attempts: int = _opt(10, "attempts per batch before it is dropped", min=1)
+    batch_max: int = _opt(100, "events per POST", min=1, max=10_000)
+    retry_backoff: float = _opt(1.0, "first retry delay, s (doubles, with jitter)", min=0.001)
+    retry_backoff_max: float = _opt(60.0, "longest retry delay, s", min=0.001)
+    claim_after: float = _opt(30.0, "idle s before another node takes over a batch", min=0.1)
+    group: str = _opt("sanic-rt-webhook", "consumer group of the senders (Redis backend)")
+    queue_max: int = _opt(10_000, "in-process queue cap (memory, memcached)", min=1)
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    stream: EventStreamConfig = field(default_factory=EventStreamConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def stream_enabled(self) -> bool:
+        """A webhook always reads the stream when there is one (the Redis backend)."""
+        return self.stream.enabled or bool(self.webhook.url)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     source: str = "<defaults>"
 
     @property

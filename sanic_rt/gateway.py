@@ -18,7 +18,7 @@ from .auth import TokenVerifier
 from .config import Config
 from .plugin_manager import PluginHost
 from .presence import Presence
-from .presence_model import PublicView
+from .presence_model import Connection, PublicView
 
 if TYPE_CHECKING:
     from .namespace import BaseNamespace
@@ -105,6 +105,15 @@ class Gateway:
             # One emit to all the rooms: one PUBLISH with a cluster manager.
             await self.sio.emit(event, data, to=[user_room(u) for u in ids], namespace=namespace)
         return len(ids), connected
+
+    async def evict(self, conn: Connection, code: str, message: str) -> None:
+        """Close one connection, telling the client why first (``connection:closed``)."""
+        try:
+            payload = {"code": code, "message": message}
+            await self.sio.emit("connection:closed", payload, to=conn.sid, namespace=conn.namespace)
+        except Exception:  # the notice is best effort; the disconnect is not
+            log.warning("could not send connection:closed to %s", conn.sid)
+        await self.sio.disconnect(conn.sid, namespace=conn.namespace)
 
     async def check_manager(self) -> bool:
         """Whether the cluster manager (if any) answers."""

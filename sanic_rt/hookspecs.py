@@ -129,6 +129,23 @@ def user_disconnected(user: AuthenticatedUser, namespace: str, sid: str) -> Awai
 
 
 @hookspec
+def presence_changed(event: dict[str, Any], settings: Any) -> Awaitable[None] | None:
+    """A presence change was announced (once cluster-wide, on the node that decided it).
+
+    :param event: the presence event (docs/events.md): ``id``, ``type``
+        (``presence.online`` | ``presence.offline`` | ``presence.status``),
+        ``user_id``, ``online``, ``status``, ``last_seen``, ``seq``, ``at``; the
+        same changes ``presence:update`` subscribers get. A copy: changing it
+        changes nothing else.
+    :param settings: this plugin's own settings.
+
+    Awaited before the operation that made the change answers: keep it short
+    and hand slow work to a task. An exception is logged naming the plugin and
+    never breaks presence.
+    """
+
+
+@hookspec
 def follows(
     user: AuthenticatedUser, namespace: str, claims: dict[str, Any], settings: Any
 ) -> Iterable[str] | Awaitable[Iterable[str] | None] | None:

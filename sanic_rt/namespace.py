@@ -27,6 +27,7 @@ from .envelope import AckError, error, ok
 from .gateway import presence_room, user_room
 from .presence import TooManyConnections
 from .presence_model import STATUSES
+from .recovery import Recovery, Session, restorable_rooms
 from .tasks import BackgroundTasks
 from .validation import Choice, Id, IdList, validate
 
@@ -123,7 +124,7 @@ class BaseNamespace(socketio.AsyncNamespace):
             sid, environ = args[0], args[1]
             return await self._connect(sid, environ, args[2] if len(args) > 2 else None)
         if event == "disconnect":
-            return await self._disconnect(args[0])
+            return await self._disconnect(args[0], args[1] if len(args) > 1 else None)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         state = self._conns.get(sid)
@@ -161,7 +162,9 @@ class BaseNamespace(socketio.AsyncNamespace):
             if state is not None:
                 with contextlib.suppress(Exception):
                     await self.presence.disconnect(state.user.user_id, sid)
-            self.presence.local.pop(sid, None)
+            self.presence.forget_local(sid)
+            if self.server.recovery is not None:
+                self.server.recovery.forget(sid)
             return self._refuse("internal", "internal error; try again")
 
     async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
@@ -189,12 +192,15 @@ class BaseNamespace(socketio.AsyncNamespace):
         server = gw.config.server
         state = ConnState(user, TokenBucket(server.events_per_second, server.events_burst))
         self._conns[sid] = state
+        session = await self._claim_session(sid, user_id, auth)
         await self.enter_room(sid, user_room(user_id))
         followed = follows - {user_id}
         if followed:  # else keep the shared empty default: frozenset(set()) is a new object
             state.follows = frozenset(followed)
         for followed_id in state.follows:
             await self.enter_room(sid, presence_room(followed_id))
+        if session is not None:
+            await self._restore_session(sid, state, session)
         self._schedule_expiry(sid, state)
         await gw.plugins.notify("user_connected", user=user, namespace=self.namespace, sid=sid)
         return True
@@ -206,18 +212,52 @@ class BaseNamespace(socketio.AsyncNamespace):
             message, {"code": code, "message": message}
         )
 
-    async def _disconnect(self, sid: str) -> None:
+    async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         state = self._conns.pop(sid, None)
         if state is None:
             return
         state.expires_at = None
+        await self._keep_session(sid, state, reason)
         try:
             await self.presence.disconnect(state.user.user_id, sid)
         except BackendUnavailable:
-            pass  # the entry expires after ttl; the sweeper announces it
+            pass  # kept by presence and settled when the storage is back
         await self.gateway.plugins.notify(
             "user_disconnected", user=state.user, namespace=self.namespace, sid=sid
         )
+
+    # --- connection state recovery (sanic_rt/recovery.py) ------------------------
+
+    async def _claim_session(self, sid: str, user_id: str, auth: Any) -> Session | None:
+        """Opt a connection that asks for it in; its earlier session if it can have it back.
+
+        Runs after the token was verified: recovery never skips auth.
+        """
+        recovery: Recovery | None = self.server.recovery
+        if recovery is None or not isinstance(auth, dict) or auth.get("recover") is not True:
+            return None
+        session = await recovery.claim(sid, user_id, self.namespace, auth)
+        if session is None:
+            recovery.opt_in(sid)
+        return session
+
+    async def _restore_session(self, sid: str, state: ConnState, session: Session) -> None:
+        # Presence rooms come back through the subscriptions and the new token's follows.
+        for room in session.rooms:
+            if not room.startswith(presence_room("")):
+                await self.enter_room(sid, room)
+        limit = self.gateway.config.presence.max_subscriptions
+        await self._subscribe(sid, state, set(session.subscriptions[:limit]))
+        await self.server.recovery.catch_up(sid, session)
+
+    async def _keep_session(self, sid: str, state: ConnState, reason: str | None) -> None:
+        recovery = self.server.recovery
+        if recovery is None or recovery.pid_of(sid) is None:
+            return
+        rooms = restorable_rooms(self.rooms(sid), sid)
+        subscriptions = sorted(state.subscriptions)
+        session = Session(state.user.user_id, self.namespace, sid, rooms, subscriptions)
+        await recovery.persist(sid, session, reason)
 
     # --- token expiry ----------------------------------------------------------
 
@@ -304,10 +344,13 @@ class BaseNamespace(socketio.AsyncNamespace):
         wanted = set(payload["user_ids"])
         if len(state.subscriptions | wanted) > limit:
             raise AckError("bad_request", f"at most {limit} subscriptions", field="user_ids")
+        await self._subscribe(sid, state, wanted)
+        return await self._snapshot(sid, payload["user_ids"])
+
+    async def _subscribe(self, sid: str, state: ConnState, wanted: set[str]) -> None:
         for user_id in wanted - state.subscriptions:
             await self.enter_room(sid, presence_room(user_id))
         state.subscriptions |= wanted  # a new frozenset: the empty default is shared
-        return await self._snapshot(sid, payload["user_ids"])
 
     async def on_presence_unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
         limit = self.gateway.config.presence.max_subscriptions

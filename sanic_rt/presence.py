@@ -4,6 +4,15 @@ It keeps this node's live connections, refreshes them itself (in batches,
 every ttl/3) so that presence follows the real connection, sweeps expired
 users (a crashed node's included), runs the offline-grace timers, and hands
 every visible change to one publisher.
+
+Outages and crashes (docs/backends.md, "Outages and node crashes"): once the
+storage has answered for half a ttl after an outage (every node's refresh has
+re-registered its registered connections by then), the disconnects that failed
+meanwhile are settled, and the connections accepted meanwhile (under the
+per-user cap counted on this node) are registered through ``connect``, which
+applies the cap cluster-wide. Each process also beats a node liveness entry
+every ``node_ttl/3``, so a survivor settles a dead node's connections without
+waiting for their ttl.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,8 +40,12 @@ from .tasks import BackgroundTasks
 log = logging.getLogger("sanic_rt.presence")
 
 Publisher = Callable[[list[PublicView]], Awaitable[None]]
+#: closes a client's connection, telling it why: (connection, code, message)
+Evictor = Callable[[Connection, str, str], Awaitable[None]]
 T = TypeVar("T")
 SWEEP_LIMIT = 1000
+#: bound on the settle_nodes calls of one node heartbeat
+NODE_SWEEP_ROUNDS = 10
 
 
 class TooManyConnections(Exception):
@@ -112,7 +126,21 @@ class Presence:
         self.clock = clock
         self.local: dict[str, Connection] = {}  # this node's connections by sid
         self.publisher: Publisher | None = None
+        self.evictor: Evictor | None = None
+        #: this process's node id, in every connection entry it writes
+        self.node = uuid.uuid4().hex[:16]
+        self._local_counts: dict[str, int] = {}  # user -> connections in self.local
+        #: sids accepted while the storage was down, oldest first, not registered yet
+        self._unconfirmed: dict[str, None] = {}
+        #: sid -> user of disconnects that failed while the storage was down
+        self._pending: dict[str, str] = {}
+        #: since when the storage has answered without a failure (None: it is failing)
+        self._up_since: float | None = None
+        #: when a refresh of every registered connection last completed
+        self._refreshed_at: float | None = None
+        self._forget_nodes: list[str] = []
         self._warn = RateLimitedLog(log)
+        self._warn_dropped = RateLimitedLog(log)  # its own: not hidden by outage warnings
         self._tasks: list[asyncio.Task[None]] = []
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
         self._activity_flushed: dict[str, float] = {}
@@ -131,6 +159,7 @@ class Presence:
         self._tasks = [
             asyncio.create_task(self._every(self.config.ttl / 3, self.refresh_local)),
             asyncio.create_task(self._every(self.config.sweep_interval, self.sweep)),
+            asyncio.create_task(self._every(self.config.node_ttl / 3, self.beat_node)),
         ]
 
     async def close(self) -> None:
@@ -168,9 +197,35 @@ class Presence:
         try:
             result = await coro
         except BackendUnavailable as err:
+            self._up_since = None
             self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
             raise
+        if self._up_since is None:
+            self._up_since = self.clock()
         return result
+
+    def _up_for(self, seconds: float) -> bool:
+        """Whether the storage has answered every call for at least ``seconds``."""
+        return self._up_since is not None and self.clock() - self._up_since >= seconds
+
+    # --- this node's connections ---------------------------------------------------
+
+    def _add_local(self, conn: Connection) -> None:
+        if conn.sid not in self.local:
+            self._local_counts[conn.user_id] = self._local_counts.get(conn.user_id, 0) + 1
+        self.local[conn.sid] = conn
+
+    def forget_local(self, sid: str) -> Connection | None:
+        """Drop a connection from this node's set (without telling the storage)."""
+        conn = self.local.pop(sid, None)
+        self._unconfirmed.pop(sid, None)
+        if conn is not None:
+            left = self._local_counts[conn.user_id] - 1
+            if left:
+                self._local_counts[conn.user_id] = left
+            else:
+                del self._local_counts[conn.user_id]
+        return conn
 
     async def _publish(self, changes: list[PublicView]) -> None:
         if changes and self.publisher is not None:
@@ -190,6 +245,7 @@ class Presence:
         """
         result = await self._call(self.backend.touch(conns, self.clock(), activity))
         if result.unavailable:
+            self._up_since = None
             self._warn.warning(
                 "presence backend %s unavailable for %d users",
                 self.backend.name,
@@ -210,17 +266,22 @@ class Presence:
     ) -> None:
         """Register a connection; raises :class:`TooManyConnections`.
 
-        While the backend is unreachable the connection is accepted and kept
-        locally; the next refresh registers it.
+        While the backend is unreachable the connection is accepted if the user
+        has fewer than the cap on this node, and kept locally; once the storage
+        answers it is registered with the cap applied cluster-wide.
         """
-        conn = Connection(user_id, sid, namespace, (meta or {}).get("device", ""))
-        self.local[sid] = conn
+        conn = Connection(user_id, sid, namespace, (meta or {}).get("device", ""), self.node)
+        self._add_local(conn)
         try:
             result = await self._call(self._connect_one(conn))
         except BackendUnavailable:
+            if self._local_counts[user_id] > self.max_connections:
+                self.forget_local(sid)
+                raise TooManyConnections(user_id) from None
+            self._unconfirmed[sid] = None
             return
         if not result.accepted:
-            del self.local[sid]
+            self.forget_local(sid)
             raise TooManyConnections(user_id)
         self._cancel_grace(user_id)
         await self._publish(result.changes)
@@ -242,7 +303,12 @@ class Presence:
         """
         conn = self.local.get(sid)
         if conn is None or conn.user_id != user_id:
-            conn = Connection(user_id, sid, "", "")
+            conn = Connection(user_id, sid, "", "", self.node)
+        elif sid in self._unconfirmed:
+            # Registered through connect (the cap applies), never re-created by touch.
+            if not self._recovered():
+                raise BackendUnavailable("connection accepted during an outage; registering")
+            await self._confirm(conn)
         self._activity_flushed[sid] = self.clock()
         return await self._heartbeats.beat(conn)
 
@@ -264,13 +330,32 @@ class Presence:
             await coro
 
     async def disconnect(self, user_id: str, sid: str, schedule: bool = True) -> None:
-        """Unregister a connection (the core does this); the last one starts the offline grace."""
-        self.local.pop(sid, None)
+        """Unregister a connection (the core does this); the last one starts the offline grace.
+
+        If the storage is down, the disconnect is kept and settled on recovery.
+        """
+        registered = sid not in self._unconfirmed
+        self.forget_local(sid)
         self._activity_flushed.pop(sid, None)
-        result = await self._call(self.backend.disconnect(user_id, sid, self.clock()))
+        try:
+            result = await self._call(self.backend.disconnect(user_id, sid, self.clock()))
+        except BackendUnavailable:
+            if registered and schedule:
+                self._keep_pending(user_id, sid)
+            raise
         await self._publish(result.changes)
         if schedule and result.grace_until is not None:
             self._schedule_settle(user_id, result.grace_until)
+
+    def _keep_pending(self, user_id: str, sid: str) -> None:
+        if len(self._pending) >= self.config.max_pending_disconnects:
+            # Bounded: the entry still expires after ttl where the storage kept it.
+            self._warn_dropped.warning(
+                "%d disconnects pending ([presence] max_pending_disconnects); one dropped",
+                len(self._pending),
+            )
+            return
+        self._pending[sid] = user_id
 
     def _schedule_settle(self, user_id: str, at: float) -> None:
         self._cancel_grace(user_id)
@@ -293,14 +378,105 @@ class Presence:
     # --- periodic jobs -----------------------------------------------------------
 
     async def refresh_local(self) -> None:
-        """Refresh every connection of this node, one round trip per batch."""
-        conns = list(self.local.values())
+        """Refresh every registered connection of this node, one round trip per batch."""
+        started = self.clock()
+        conns = [c for c in self.local.values() if c.sid not in self._unconfirmed]
         size = self.config.refresh_batch_size
         for i in range(0, len(conns), size):
             await self._touch(conns[i : i + size], activity=False)
+        self._refreshed_at = started
+
+    @property
+    def recovery_window(self) -> float:
+        """How long the storage must answer before outage leftovers are settled.
+
+        Every node refreshes its registered connections every ttl/3; half a
+        ttl leaves a refresh its own time to run.
+        """
+        return self.config.ttl / 2
+
+    def _recovered(self) -> bool:
+        """Whether every node has re-registered its connections since the last outage.
+
+        This node: a whole refresh started after the storage came back. The
+        others: the storage has answered for the recovery window.
+        """
+        up_since, refreshed_at = self._up_since, self._refreshed_at
+        return (
+            self._up_for(self.recovery_window)
+            and up_since is not None
+            and refreshed_at is not None
+            and refreshed_at >= up_since
+        )
+
+    async def recover(self) -> None:
+        """Settle what an outage left behind, once every node has re-registered.
+
+        First the connections accepted during the outage, oldest first (over
+        the cap, the newest are closed), then the disconnects that failed.
+        """
+        if not (self._unconfirmed or self._pending) or not self._recovered():
+            return
+        for sid in list(self._unconfirmed)[:SWEEP_LIMIT]:
+            conn = self.local.get(sid)
+            if conn is not None:
+                await self._confirm(conn)
+        await self._settle_pending()
+
+    async def _confirm(self, conn: Connection) -> None:
+        """Register a connection accepted during an outage; over the cap, close it."""
+        result = await self._call(self.backend.connect(conn, self.clock(), self.max_connections))
+        self._unconfirmed.pop(conn.sid, None)
+        if conn.sid not in self.local:
+            # Closed while the call was in flight: remove the entry it just made.
+            with contextlib.suppress(BackendUnavailable):
+                await self.disconnect(conn.user_id, conn.sid)
+            return
+        if result.accepted:
+            self._cancel_grace(conn.user_id)
+            await self._publish(result.changes)
+            return
+        self.forget_local(conn.sid)
+        log.info("closing a connection of user %s over the cap after an outage", conn.user_id)
+        if self.evictor is not None:
+            limit = self.max_connections
+            await self.evictor(conn, "too_many_connections", f"at most {limit} connections")
+
+    async def _settle_pending(self) -> None:
+        """Settle the disconnects kept during an outage (see UserState.disconnect_after_outage)."""
+        for sid in list(self._pending)[:SWEEP_LIMIT]:
+            user_id = self._pending[sid]
+            result = await self._call(
+                self.backend.disconnect_after_outage(user_id, sid, self.clock())
+            )
+            del self._pending[sid]
+            await self._publish(result.changes)
+            if result.grace_until is not None:
+                self._schedule_settle(user_id, result.grace_until)
+
+    async def beat_node(self) -> None:
+        """Keep this node alive in the storage, and settle the connections of dead nodes.
+
+        Dead nodes are judged only after the storage has answered for a whole
+        ``node_ttl``: after an outage every node's liveness has lapsed, and the
+        live ones need one beat to renew it.
+        """
+        forget, self._forget_nodes = self._forget_nodes, []
+        now, node_ttl = self.clock(), self.config.node_ttl
+        dead = await self._call(self.backend.node_heartbeat(self.node, now, node_ttl, forget))
+        if not dead or not self._up_for(node_ttl):
+            return
+        for _round in range(NODE_SWEEP_ROUNDS):
+            swept = await self._call(self.backend.settle_nodes(dead, self.clock(), SWEEP_LIMIT))
+            await self._publish(swept.changes)
+            self._forget_nodes += [n for n in dead if n not in swept.remaining]
+            dead = sorted(swept.remaining)
+            if not dead:
+                return
 
     async def sweep(self) -> None:
         """Settle every user whose deadline passed, any node's (the periodic job)."""
+        await self.recover()
         while True:
             changes = await self._call(self.backend.sweep(self.clock(), SWEEP_LIMIT))
             await self._publish(changes)

@@ -9,7 +9,7 @@ the conformance suite holds all of them to the same behaviour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STATUSES = ("online", "away", "dnd", "invisible")
@@ -32,16 +32,26 @@ class Connection:
     sid: str
     namespace: str
     device: str = ""
+    #: the process (node) holding it; a dead node's connections are settled early
+    node: str = ""
 
 
 @dataclass(frozen=True)
 class PublicView:
-    """What everyone but the user sees; ``presence:update`` carries exactly this."""
+    """What everyone but the user sees; ``presence:update`` carries exactly this.
+
+    A view returned as a *change* also says which change it was (for presence
+    events): the user's ``seq`` after it, when it was decided (``at``) and
+    whether the user was visibly online before. They take no part in equality.
+    """
 
     user_id: str
     online: bool
     status: str
     last_seen: float | None
+    seq: int = field(default=0, compare=False)
+    at: float = field(default=0.0, compare=False)
+    was_online: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The ``presence:update`` payload."""
@@ -101,6 +111,12 @@ class PresenceRecord:
         }
 
 
+def next_seq(seq: int, now: float) -> int:
+    """The seq of a user's next change: it grows with every change, and starts from
+    the clock (ms) so that it still grows after the record was lost (evicted)."""
+    return max(seq + 1, int(now * 1000))
+
+
 def offline_record(user_id: str) -> PresenceRecord:
     view = PublicView(user_id, False, "offline", None)
     return PresenceRecord(user_id, False, "offline", "online", None, 0, (), (), (), view)
@@ -108,7 +124,10 @@ def offline_record(user_id: str) -> PresenceRecord:
 
 @dataclass
 class UserState:
-    """A user's stored presence. ``conns`` maps sid -> [expires_at, namespace, device]."""
+    """A user's stored presence. ``conns`` maps sid -> [expires_at, namespace, device, node].
+
+    Records written before node ids existed hold three-item entries (node "").
+    """
 
     conns: dict[str, list[Any]] = field(default_factory=dict)
     status: str = "online"
@@ -118,6 +137,7 @@ class UserState:
     last_seen: float | None = None
     public_last_seen: float | None = None
     grace_until: float | None = None
+    seq: int = 0  # of the last announced change; see next_seq()
 
     # --- views -------------------------------------------------------------
 
@@ -157,6 +177,18 @@ class UserState:
             times.append(self.last_active + t.idle_timeout)
         return min(times) if times else None
 
+    def announce(self, user_id: str, before: PublicView, now: float) -> list[PublicView]:
+        """The visible change since ``before`` (none or one), numbered with the next seq.
+
+        Every backend calls this after an operation and stores the state with
+        it, so the seq is written in the same atomic step that decides the change.
+        """
+        after = self.public_view(user_id)
+        if after == before:
+            return []
+        self.seq = next_seq(self.seq, now)
+        return [replace(after, seq=self.seq, at=now, was_online=before.online)]
+
     def is_empty(self) -> bool:
         return not self.online and not self.conns
 
@@ -185,7 +217,7 @@ class UserState:
         self._prune(now)
         if conn.sid not in self.conns and len(self.conns) >= max_connections:
             return False
-        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device]
+        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         self.last_active = now
         self.idle = False
@@ -194,7 +226,7 @@ class UserState:
     def touch(self, conn: Connection, now: float, t: Timings, activity: bool) -> None:
         """Refresh (and re-create, after a backend restart) one connection entry."""
         self._prune(now)
-        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device]
+        self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         if activity:
             self.last_active = now
@@ -206,6 +238,32 @@ class UserState:
         if self.online and not self.conns and self.grace_until is None:
             self.grace_until = now + t.offline_grace
         self.settle(now, t)
+
+    def disconnect_after_outage(self, sid: str, now: float, t: Timings) -> None:
+        """A disconnect that failed while the storage was down, settled on its return.
+
+        A blank state means the storage lost the record (a restart without
+        persistence) and no node has re-registered a live connection since:
+        the caller knew the user online and saw them leave, so the user goes
+        offline now, and the write makes the announcement happen once even when
+        several nodes hold such a disconnect for the same user.
+        """
+        if self == UserState():
+            self._go_offline(now)
+        else:
+            self.disconnect(sid, now, t)
+
+    def drop_nodes(self, nodes: frozenset[str], now: float, t: Timings) -> bool:
+        """Remove the connections held by dead ``nodes``; True if there were any.
+
+        Like an expired entry (the node died, it did not close them), the
+        user goes offline at once when nothing else is left.
+        """
+        dead = [sid for sid, c in self.conns.items() if len(c) > 3 and c[3] in nodes]
+        for sid in dead:
+            del self.conns[sid]
+        self.settle(now, t)
+        return bool(dead)
 
     def settle(self, now: float, t: Timings) -> None:
         self._prune(now)
@@ -241,6 +299,7 @@ class UserState:
             "l": self.last_seen,
             "p": self.public_last_seen,
             "g": self.grace_until,
+            "q": self.seq,
         }
 
     @classmethod
@@ -254,4 +313,5 @@ class UserState:
             last_seen=data["l"],
             public_last_seen=data["p"],
             grace_until=data["g"],
+            seq=data.get("q", 0),  # records written before seq existed
         )

@@ -28,9 +28,11 @@ import asyncio
 from typing import Any
 
 import socketio
+from socketio import packet
 
 from .backend import BackendUnavailable
 from .engineio_ws import GatewayEngineIOServer
+from .recovery import Recovery
 
 
 class GatewayServer(socketio.AsyncServer):
@@ -45,6 +47,24 @@ class GatewayServer(socketio.AsyncServer):
 
     #: seconds an emit through the cluster manager may take; None without one
     emit_timeout: float | None = None
+    #: connection state recovery ([recovery] enabled); None when off
+    recovery: Recovery | None = None
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        # Connection state recovery: python-socketio's _handle_connect answers a
+        # CONNECT with ``{"sid": sid}`` through this method; an opted-in connection's
+        # answer also carries its ``pid``, and a restored one's missed events follow
+        # it, before anything new (tests/test_stream_bus.py checks the upstream code).
+        recovery = self.recovery
+        sid = pkt.data.get("sid") if isinstance(pkt.data, dict) else None
+        pid = None
+        if recovery is not None and pkt.packet_type == packet.CONNECT and sid:
+            pid = recovery.pid_of(sid)
+            if pid is not None:
+                pkt.data = {**pkt.data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
+        if recovery is not None and pid is not None and sid:
+            await recovery.replay(sid, eio_sid, pkt.namespace or "/")
 
     async def emit(self, *args: Any, **kwargs: Any) -> None:
         if self.emit_timeout is None:

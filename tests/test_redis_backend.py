@@ -50,16 +50,33 @@ def url_of(proc: Proc) -> str:
 async def test_keys_of_a_shard_share_one_slot(redis_proc, make_backend):
     backend = make_backend(url_of(redis_proc), key_prefix="rt", index_shards=4)
     for i in range(40):
-        await backend.connect(Connection(f"user{i}", f"s{i}", "/chats"), T0, 5)
+        await backend.connect(Connection(f"user{i}", f"s{i}", "/chats", "", "node1"), T0, 5)
     await backend.disconnect("user0", "s0", T0)
     keys = redis.Redis(port=redis_proc.port).keys("*")
-    assert len(keys) == 40 + 4 * 3  # a hash per user; online, due and ns per shard
+    # A hash per user; online, due, ns and node1's user set per shard.
+    assert len(keys) == 40 + 4 * 4
     slots: dict[bytes, set[int]] = {}
     for key in keys:
         assert key.startswith(b"rt:{rt:")
         tag = key[key.index(b"{") : key.index(b"}") + 1]
         slots.setdefault(tag, set()).add(key_slot(key))
     assert len(slots) == 4 and all(len(s) == 1 for s in slots.values())
+
+
+async def test_entries_written_before_node_ids_are_read(redis_proc, make_backend):
+    backend = make_backend(url_of(redis_proc), index_shards=1)
+    await backend.connect(Connection("u1", "s1", "/chats", "phone", "n1"), T0, 5)
+    key = backend.user_key("u1")
+    client = redis.Redis(port=redis_proc.port)
+    assert client.hget(key, "c:s1") == b"1800000010|6,2|/chatsn1phone"
+    client.hset(key, "c:s0", "1800000010|7|/ordersweb")  # the old form: no node
+    record = (await backend.get_many(["u1"], T0))["u1"]
+    assert record.connections == 2 and record.namespaces == ("/chats", "/orders")
+    assert record.devices == ("phone", "web")
+    # The script reads it too: the node's users are settled, the old entry stays.
+    assert (await backend.settle_nodes(["n1"], T0 + 1, 10)).changes == []
+    record = (await backend.get_many(["u1"], T0 + 1))["u1"]
+    assert record.sids == (("s0", "/orders"),)
 
 
 async def test_script_is_reloaded_after_a_flush(redis_proc, make_backend):

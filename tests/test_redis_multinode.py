@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from tests.support.clients import Client, eventually, http, make_token
@@ -62,8 +63,18 @@ async def test_sigkill_of_one_node(redis_proc, start_server, clients):
         await client.close()
 
 
-async def test_messages_and_presence_cross_nodes(redis_proc, start_server, clients):
+@pytest.mark.parametrize(
+    "bus",
+    [
+        {"manager": "redis"},
+        {"manager": "redis-streams"},
+        {"manager": "redis-streams", "routing": "targeted"},
+    ],
+    ids=["pubsub", "streams", "streams-targeted"],
+)
+async def test_messages_and_presence_cross_nodes(redis_proc, start_server, clients, bus):
     config = cluster_config(redis_proc)
+    config["cluster"] = bus
     node_a, node_b = start_server(config), start_server(config)
     await wire_up(clients, [node_a, node_b], [node_a, node_b])
 

@@ -56,7 +56,8 @@ function open(url, namespace, userId) {
     forceNew: true,
     reconnection: false,
     timeout: 20000,
-    auth: { token: token(userId) },
+    // opts.recover: opt in to connection state recovery, as an app would
+    auth: opts.recover ? { token: token(userId), recover: true } : { token: token(userId) },
   });
 }
 
@@ -287,9 +288,36 @@ async function crossNode() {
   }
   const s = summary(latencies);
   emit({ event: "result", mode, samples: s.n, missing, p50_ms: s.p50, p99_ms: s.p99 });
+  if (opts.burst && mode === "chat:message") {
+    await burst(sender, receiver, conv);
+  }
   receiver.disconnect();
   sender.disconnect();
   emit({ event: "done" });
+}
+
+// After the latency loop, opts.burst messages with opts.inFlight acked sends in flight:
+// the driver samples both nodes' CPU between "burst_start" and "burst_done".
+async function burst(sender, receiver, conv) {
+  let received = 0;
+  let acked = 0;
+  receiver.on("chat:message", () => { received++; });
+  emit({ event: "burst_start" });
+  const t0 = now();
+  let next = 0;
+  async function lane() {
+    while (next < opts.burst) {
+      next++;
+      const ack = await sender.timeout(5000).emitWithAck("chat:message", {
+        conversation_id: conv, text: "hello",
+      }).catch(() => null);
+      if (ack && ack.ok) acked++;
+    }
+  }
+  await Promise.all(Array.from({ length: opts.inFlight }, lane));
+  const deadline = now() + opts.roundTimeoutMs;
+  while (received < acked && now() < deadline) await sleep(1);
+  emit({ event: "burst_done", acked, received, seconds: (now() - t0) / 1000 });
 }
 
 // (5) Soak: n clients, churn (connects and disconnects per second), a ping from every client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from sanic_rt.presence_model import Connection, PublicView
+from sanic_rt.presence_model import Connection, PublicView, UserState
 from tests.backends.conftest import TIMINGS
 
 T0 = 1_800_000_000.0  # a fixed "now"; expiry is decided from these timestamps
@@ -205,6 +205,157 @@ async def test_concurrent_settles_announce_offline_exactly_once(make_backends):
     )
     announced = sorted(c.user_id for r in results for c in r)
     assert announced == sorted(ids)
+
+
+async def test_every_change_is_numbered_with_a_growing_seq(make_backends):
+    """seq grows with each announced change of a user, whichever node decides it."""
+    b1, b2 = await make_backends(2)
+    changes = (await b1.connect(conn("u1", "s1"), T0, LIMIT)).changes
+    changes += (await b2.set_status("u1", "dnd", T0 + 1))[1]
+    changes += (await b1.set_status("u1", "dnd", T0 + 1.5))[1]  # no change, no seq
+    changes += (await b2.disconnect("u1", "s1", T0 + 2)).changes
+    changes += await b1.settle(["u1"], T0 + 2 + TIMINGS.offline_grace)
+    changes += (await b2.connect(conn("u1", "s2"), T0 + 20, LIMIT)).changes
+    changes += (await b2.connect(conn("u2", "s3"), T0 + 20, LIMIT)).changes
+    assert [(c.user_id, c.online, c.was_online) for c in changes] == [
+        ("u1", True, False),
+        ("u1", True, True),
+        ("u1", False, True),
+        ("u1", True, False),
+        ("u2", True, False),
+    ]
+    u1 = [c.seq for c in changes if c.user_id == "u1"]
+    assert u1 == sorted(set(u1)) and u1[0] >= int(T0 * 1000)
+    assert [c.at for c in changes] == [T0, T0 + 1, T0 + 7, T0 + 20, T0 + 20]
+
+
+def _event_view(c: PublicView) -> tuple:
+    return (c.user_id, c.online, c.status, c.last_seen, c.seq, c.at, c.was_online)
+
+
+async def test_random_operations_match_the_python_rules_seq_included(make_backends):
+    """Every backend (the Lua script for Redis) against UserState itself, step by step."""
+    (b,) = await make_backends()
+    rng = random.Random(14)
+    model: dict[str, UserState] = {}
+    now = T0
+    for _step in range(150):
+        now += rng.choice([0.0, 0.5, 2.0, 6.0])
+        user, sid = f"u{rng.randrange(3)}", f"s{rng.randrange(4)}"
+        op = rng.choice(["connect", "connect", "disconnect", "settle", "status", "touch"])
+        state = (
+            model.setdefault(user, UserState())
+            if op in ("connect", "status", "touch")
+            else (model.get(user))
+        )
+        before = state.public_view(user) if state is not None else None
+        if op == "connect":
+            got = (await b.connect(conn(user, sid), now, 2)).changes
+            accepted = state.connect(conn(user, sid), now, TIMINGS, 2)
+            want = state.announce(user, before, now) if accepted else []
+        elif op == "disconnect":
+            got = (await b.disconnect(user, sid, now)).changes
+            if state is not None:
+                state.disconnect(sid, now, TIMINGS)
+            want = state.announce(user, before, now) if state is not None else []
+        elif op == "settle":
+            got = await b.settle([user], now)
+            if state is not None:
+                state.settle(now, TIMINGS)
+            want = state.announce(user, before, now) if state is not None else []
+        elif op == "status":
+            status = rng.choice(["online", "away", "dnd", "invisible"])
+            got = (await b.set_status(user, status, now))[1]
+            state.set_status(status, now)
+            want = state.announce(user, before, now)
+        else:
+            activity = rng.random() < 0.5
+            got = (await b.touch([conn(user, sid)], now, activity)).changes
+            state.touch(conn(user, sid), now, TIMINGS, activity)
+            want = state.announce(user, before, now)
+        assert [_event_view(c) for c in got] == [_event_view(c) for c in want], (op, user)
+
+
+# --- outages and node crashes (docs/backends.md, "Outages and node crashes") ------
+
+
+def on_node(user: str, sid: str, node: str) -> Connection:
+    return Connection(user, sid, "/chats", "", node)
+
+
+async def test_disconnect_after_outage_is_a_disconnect_when_the_record_is_kept(make_backends):
+    (b,) = await make_backends()
+    await b.connect(conn("u1", "s1"), T0, LIMIT)
+    result = await b.disconnect_after_outage("u1", "s1", T0 + 1)
+    assert result.changes == [] and result.grace_until == T0 + 1 + TIMINGS.offline_grace
+    assert await b.settle(["u1"], T0 + 7) == [offline("u1", T0 + 7)]
+
+
+async def test_lost_record_is_announced_offline_exactly_once(make_backends):
+    # The storage lost u1's record (a restart without persistence) while two
+    # nodes held a disconnect of u1 that failed: one of them announces offline.
+    nodes = await make_backends(2)
+    results = await asyncio.gather(
+        nodes[0].disconnect_after_outage("u1", "s1", T0),
+        nodes[1].disconnect_after_outage("u1", "s2", T0),
+    )
+    assert [c for r in results for c in r.changes] == [offline("u1", T0)]
+    record = (await nodes[0].get_many(["u1"], T0 + 1))["u1"]
+    assert not record.online and record.last_seen == T0
+    assert await nodes[1].sweep(T0 + 100, 100) == []
+
+
+async def test_a_user_re_registered_elsewhere_is_not_announced_offline(make_backends):
+    node_a, node_b = await make_backends(2)
+    # The record was lost; node B's refresh re-created the user's other connection.
+    await node_b.touch([conn("u1", "s2")], T0, activity=False)
+    result = await node_a.disconnect_after_outage("u1", "s1", T0 + 1)
+    assert result.changes == [] and result.grace_until is None
+    assert (await node_a.get_many(["u1"], T0 + 1))["u1"].online
+
+
+NODE_TTL = 3.0
+
+
+async def test_a_dead_nodes_connections_are_settled_before_their_ttl(make_backends):
+    node_a, node_b = await make_backends(2)
+    await node_a.connect(on_node("u1", "s1", "A"), T0, LIMIT)
+    await node_a.connect(on_node("u2", "s2", "A"), T0, LIMIT)
+    await node_b.connect(on_node("u2", "s3", "B"), T0, LIMIT)
+    assert await node_a.node_heartbeat("A", T0, NODE_TTL) == []
+    assert await node_b.node_heartbeat("B", T0, NODE_TTL) == []
+    assert await node_b.node_heartbeat("B", T0 + 2, NODE_TTL) == []
+    # A stops beating; B finds it dead after node_ttl, long before the entries' ttl (10).
+    dead = await node_b.node_heartbeat("B", T0 + 4, NODE_TTL)
+    assert dead == ["A"]
+    swept = await node_b.settle_nodes(dead, T0 + 4, 100)
+    assert swept.changes == [offline("u1", T0 + 4)] and swept.remaining == frozenset()
+    u2 = (await node_b.get_many(["u2"], T0 + 4))["u2"]
+    assert u2.online and u2.connections == 1 and u2.sids == (("s3", "/chats"),)
+    # Nothing twice: a second survivor finds nothing left, and A is then forgotten.
+    assert (await node_b.settle_nodes(dead, T0 + 4, 100)).changes == []
+    assert await node_b.node_heartbeat("B", T0 + 5, NODE_TTL, forget=dead) == []
+    assert await node_b.sweep(T0 + 100, 100) == [offline("u2", T0 + 100)]
+
+
+async def test_settling_a_dead_node_is_bounded_per_call(make_backends):
+    node_a, node_b = await make_backends(2)
+    users = [f"u{i}" for i in range(12)]
+    for i, user in enumerate(users):
+        await node_a.connect(on_node(user, f"s{i}", "A"), T0, LIMIT)
+    await node_a.node_heartbeat("A", T0, NODE_TTL)
+    dead = await node_b.node_heartbeat("B", T0 + 4, NODE_TTL)
+    announced: list[str] = []
+    per_call = 5 * getattr(node_b, "shards", 1)  # Redis: the limit is per shard, as in sweep
+    for _ in range(20):
+        swept = await node_b.settle_nodes(dead, T0 + 4, 5)
+        assert len(swept.changes) <= per_call
+        announced += [c.user_id for c in swept.changes]
+        if not swept.remaining:
+            break
+        assert swept.remaining == frozenset({"A"})
+    assert sorted(announced) == sorted(users)
+    assert await node_b.online_count() == 0
 
 
 async def test_connect_many_admits_in_order_as_if_one_by_one(make_backends):
