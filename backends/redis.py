@@ -311,7 +311,11 @@ class RedisBackend(PresenceBackend):
         for c in conns:
             fields = (c.user_id, c.sid, c.namespace, c.device, max_connections, c.node)
             calls.append(
-                (self.shard(c.user_id), [self.user_key(c.user_id)], self._args("connect", now, *fields))
+                (
+                    self.shard(c.user_id),
+                    [self.user_key(c.user_id)],
+                    self._args("connect", now, *fields),
+                )
             )
         return [
             ConnectResult(result[0] == b"1", _changes(changes, now))
