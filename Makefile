@@ -23,13 +23,17 @@ test-venv: $(BIN)/python
 run: venv
 	$(BIN)/sanic-rt serve
 
-# redis-server, memcached and node are real processes the tests start.
+# redis-server, memcached, node and chromium (for /dashboard) are real processes the
+# tests start; redis-cli (redis-tools) builds the Redis Cluster of tests/support/topologies.py.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v memcached >/dev/null || missing="$$missing memcached"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing:$$missing"; \

@@ -31,11 +31,16 @@ from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sanic_rt.backend import (
@@ -56,6 +61,7 @@ from sanic_rt.presence_model import (
     UserState,
     offline_record,
 )
+from sanic_rt.redis_connect import close_redis, connect_redis, is_cluster
 
 SCRIPT = files(__package__).joinpath("redis_presence.lua").read_text(encoding="utf-8")
 
@@ -64,15 +70,38 @@ UNAVAILABLE_ERRORS = (
     RedisConnectionError,  # includes BusyLoadingError (a restarted Redis loading its data)
     RedisTimeoutError,
     ReadOnlyError,  # a replica promoted away from us during a failover
+    ClusterError,  # Redis Cluster: CLUSTERDOWN, MASTERDOWN, redirected too often
+    TryAgainError,  # a slot migrating during a resharding
+    SlotNotCoveredError,  # a failed master's slots not taken over yet
     OSError,
     asyncio.TimeoutError,
 )
+#: how redis-py's RedisClusterException begins when no cluster node answers
+CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 #: seconds a call may wait for a free pooled connection at the least
 QUEUE_WAIT_MIN = 5.0
 #: dead nodes one heartbeat reports at most (the rest come with the next beats)
 DEAD_NODES_MAX = 100
 #: server replies that are outages, not bugs in our scripts
 UNAVAILABLE_REPLIES = ("OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
+
+
+def _closed_under_us(err: Exception) -> bool:
+    """A cluster connection closed while a command used it.
+
+    redis-py's asyncio RedisCluster (8.1, ``NodesManager.initialize`` and
+    ``RedisCluster.initialize``) closes every node's connections when a slot-map
+    refresh runs or fails, including those other calls are using: under uvloop
+    their write raises RuntimeError, else AttributeError on the dropped writer.
+    Only ever seen while a node is down, so it is an outage like the others.
+    """
+    text = str(err)
+    return "closed" in text or "'NoneType' object has no attribute" in text
+
+
+def _answered_changes(replies: list[Any], now: float) -> list[PublicView]:
+    """The changes of every shard that answered (``None``: its master was down)."""
+    return [c for reply in replies if reply is not None for c in _changes(reply[1], now)]
 
 
 def _num(raw: bytes | None) -> float | None:
@@ -172,16 +201,16 @@ class RedisBackend(PresenceBackend):
             raise ConfigError(self.config.source, "events.stream.key", "must not contain { or }")
         # maxlen counts the entries of all the shards' streams together.
         self._maxlen = str(-(-self.config.events.stream.maxlen // self.shards))
-        pool = aioredis.BlockingConnectionPool.from_url(
-            cfg.url,
-            max_connections=cfg.pool_size,
-            timeout=cfg.timeout,  # waiting for a free pooled connection
-            socket_timeout=cfg.timeout,
-            socket_connect_timeout=cfg.connect_timeout,
-            # Fail fast: the periodic refresh is our retry.
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        try:
+            self.redis = connect_redis(
+                cfg.url,
+                max_connections=cfg.pool_size,
+                timeout=cfg.timeout,
+                connect_timeout=cfg.connect_timeout,
+            )
+        except ValueError as err:
+            raise ConfigError(self.config.source, "presence.redis.url", str(err)) from None
+        self.cluster = is_cluster(self.redis)
         # register_script only hashes the text (no I/O); a call runs EVALSHA and
         # loads the script on NOSCRIPT (a new or restarted Redis). Pipelines do the
         # same in _run_many.
@@ -227,11 +256,24 @@ class RedisBackend(PresenceBackend):
             raise BackendUnavailable("redis: too many calls waiting for a connection") from None
         try:
             async with asyncio.timeout(self.deadline):
+                if self.cluster:
+                    # Learn the slot map before commands run: redis-py lets concurrent
+                    # first commands race the discovery and lose their connections.
+                    await self.redis.initialize()
                 yield
         except UNAVAILABLE_ERRORS as err:
             raise BackendUnavailable(f"redis: {type(err).__name__}: {err}") from None
         except ResponseError as err:
             if str(err).startswith(UNAVAILABLE_REPLIES):
+                raise BackendUnavailable(f"redis: {err}") from None
+            raise
+        except (RuntimeError, AttributeError) as err:
+            if self.cluster and _closed_under_us(err):
+                raise BackendUnavailable(f"redis: connection closed: {err}") from None
+            raise
+        except RedisClusterException as err:
+            # redis-py's word for "no seed node answers"; any other is our bug (CROSSSLOT)
+            if str(err).startswith(CLUSTER_UNREACHABLE):
                 raise BackendUnavailable(f"redis: {err}") from None
             raise
         finally:
@@ -260,6 +302,8 @@ class RedisBackend(PresenceBackend):
             return []
         if len(calls) == 1:
             return [await self._run(*calls[0])]
+        if self.cluster:
+            return await self._run_each(calls)
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         async with self._guard():
@@ -286,6 +330,27 @@ class RedisBackend(PresenceBackend):
                 pending = missing
         raise BackendUnavailable("redis: script could not be loaded")
 
+    async def _run_each(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
+        """The batch shape on a Redis Cluster: every shard's script call at once.
+
+        A cluster pipeline refuses EVALSHA (redis-py), and the shards live on
+        different nodes anyway. Each call takes its own pooled connection (and
+        slot of the pool semaphore) and follows MOVED/ASK and NOSCRIPT on its own.
+        While one master is down the other shards still answer: their replies
+        (and the changes the scripts decided, which must be announced) are kept,
+        and a shard that did not answer is ``None``. Unavailable only if none did.
+        """
+        replies = await asyncio.gather(
+            *(self._run(*call) for call in calls), return_exceptions=True
+        )
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        for err in failed:
+            if not isinstance(err, BackendUnavailable):
+                raise err
+        if failed and len(failed) == len(replies):
+            raise failed[0]
+        return [None if isinstance(r, BaseException) else r for r in replies]
+
     # --- interface -----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -293,7 +358,7 @@ class RedisBackend(PresenceBackend):
         return None
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await close_redis(self.redis)
 
     async def check(self) -> None:
         async with self._guard():
@@ -338,12 +403,18 @@ class RedisBackend(PresenceBackend):
         ]
         changes: list[PublicView] = []
         statuses: dict[str, str] = {}
-        for result, shard_changes in await self._run_many(calls):
+        unavailable: set[str] = set()
+        replies = await self._run_many(calls)
+        for (index, _args), reply in zip(shards.values(), replies, strict=True):
+            if reply is None:  # that shard's master is down (Redis Cluster)
+                unavailable.update(index)
+                continue
+            result, shard_changes = reply
             changes += _changes(shard_changes, now)
             statuses.update(
                 (uid.decode(), status.decode()) for uid, status in _pairs(result).items()
             )
-        return TouchResult(changes, statuses)
+        return TouchResult(changes, statuses, frozenset(unavailable))
 
     async def disconnect(self, user_id: str, sid: str, now: float) -> DisconnectResult:
         result, changes = await self._run(
@@ -384,7 +455,11 @@ class RedisBackend(PresenceBackend):
         ]
         changes: list[PublicView] = []
         remaining: set[str] = set()
-        for result, shard_changes in await self._run_many(calls):
+        for reply in await self._run_many(calls):
+            if reply is None:  # that shard's master is down (Redis Cluster): all still to do
+                remaining.update(nodes)
+                continue
+            result, shard_changes = reply
             changes += _changes(shard_changes, now)
             remaining.update(n.decode() for n in result)
         return NodeSweep(changes, frozenset(remaining))
@@ -394,8 +469,7 @@ class RedisBackend(PresenceBackend):
             (shard, [self.user_key(uid) for uid in ids], self._args("settle", now, *ids))
             for shard, ids in self._by_shard(user_ids).items()
         ]
-        replies = await self._run_many(calls)
-        return [c for _result, changes in replies for c in _changes(changes, now)]
+        return _answered_changes(await self._run_many(calls), now)
 
     async def sweep(self, now: float, limit: int) -> list[PublicView]:
         """Settle due users of every shard, up to ``limit`` per shard, in one round trip."""
@@ -403,8 +477,7 @@ class RedisBackend(PresenceBackend):
             (shard, [], self._args("sweep", now, limit, f"{self._tag(shard)}:u:"))
             for shard in range(self.shards)
         ]
-        replies = await self._run_many(calls)
-        return [c for _result, changes in replies for c in _changes(changes, now)]
+        return _answered_changes(await self._run_many(calls), now)
 
     async def set_status(
         self, user_id: str, status: str, now: float

@@ -3,7 +3,8 @@
 Environment:
   BENCH_SCALE=0.05   scale client counts and durations down (development runs; results
                      then go to bench/results/scaled/, which git ignores)
-  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster, bus
+  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster, bus,
+                     events, metrics
   BENCH_OUT=DIR      write results there instead
 """
 
@@ -25,19 +26,32 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import backends, bus, report, sockets
+from . import backends, bus, report, sockets, topologies
 from . import events as events_bench
 from .procs import Proc, cores, free_port, memcached_proc, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("storm", "pings", "fanout", "backends", "cluster", "bus", "events")
+SECTIONS = (
+    "storm",
+    "pings",
+    "fanout",
+    "backends",
+    "cluster",
+    "bus",
+    "events",
+    "metrics",
+    "topologies",
+)
 STORM_SIZES = (1000, 5000)
 PING_CLIENTS = (500, 2000)
 FANOUT_SUBSCRIBERS = 1000
 FANOUT_GRACE = 1.0
 CROSS_NODE_MESSAGES = 200
 BUS_FLOOD = 50_000
+METRICS_CLIENTS = 1000
+#: off/on pairs, interleaved, so that drift in the machine's load hits both alike
+METRICS_ROUNDS = 3
 
 
 def scaled(n: int, scale: float, minimum: int = 20) -> int:
@@ -260,6 +274,28 @@ class Bench:
         finally:
             os.sched_setaffinity(0, previous)
             receiver.stop()
+
+    def metrics(self) -> dict[str, Any]:
+        """Acked pings per server CPU-second with [metrics] on and off, interleaved."""
+        n = scaled(METRICS_CLIENTS, self.scale)
+        rows: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        for round_no in range(METRICS_ROUNDS):
+            for state in ("off", "on"):
+                target = sockets.sanic_rt_target(
+                    self.ctx,
+                    f"sanic-rt-metrics-{state}",
+                    presence={"backend": "memory"},
+                    metrics={"enabled": state == "on"},
+                )
+                print(f"   metrics {state} round {round_no + 1} clients={n}", flush=True)
+                rows[state].append(sockets.pings(self.ctx, target, n))
+        return report.metrics_cost(rows)
+
+    def topologies(self) -> dict[str, Any]:
+        """The Redis backend on one server, Sentinel and Cluster, side by side."""
+        seconds = max(0.3, 1.5 * self.scale)
+        redis_port = self.redis.port if self.redis else None
+        return _run_async(topologies.run(redis_port, self.ctx.workdir, seconds, self.scale))
 
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine()

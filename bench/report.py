@@ -150,6 +150,40 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_cost(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Summed acks over summed server CPU, metrics off vs on; cost in percent."""
+
+    def per_cpu(runs: list[dict[str, Any]]) -> float | None:
+        cpu = sum(r["server_cpu_s"] for r in runs)
+        return sum(r["acks"] for r in runs) / cpu if cpu > 0 else None
+
+    off, on = per_cpu(rows["off"]), per_cpu(rows["on"])
+    cost = (1 - on / off) * 100 if off and on else None
+    return {
+        "clients": rows["on"][0]["clients"] if rows["on"] else None,
+        "rounds": len(rows["on"]),
+        "acks_per_server_cpu_s_off": off,
+        "acks_per_server_cpu_s_on": on,
+        "cost_percent": cost,
+        "target_percent": 5.0,
+        "runs": rows,
+    }
+
+
+def _metrics_section(m: dict[str, Any]) -> str:
+    text = (
+        "## Metrics cost\n\nAcked pings, back to back, against sanic-rt (memory backend) "
+        f"with `[metrics] enabled` off and on, {m['rounds']} interleaved rounds of "
+        f"{m['clients']} clients each; acks summed over server CPU-seconds summed.\n"
+    )
+    rows = [
+        ["off", m["acks_per_server_cpu_s_off"]],
+        ["on", m["acks_per_server_cpu_s_on"]],
+        ["cost %", m["cost_percent"]],
+    ]
+    return text + _table(["metrics", "acks/server CPU-s"], rows)
+
+
 def markdown(results: dict[str, Any], chart_name: str) -> str:
     m = results["machine"]
     out = [f"# sanic-rt benchmark, {results['date']}\n"]
@@ -172,6 +206,8 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         for metric, table in results["ratios"].items():
             rows += [[metric, pair, value] for pair, value in table.items()]
         out.append(_table(["metric", "servers", "ratio"], rows))
+    if results.get("metrics"):
+        out.append(_metrics_section(results["metrics"]))
     if results.get("pings"):
         out.append(
             "## (2) Acked pings, back to back\n\n`bare-asgi` is bare python-socketio in "
@@ -339,6 +375,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 rows,
             )
         )
+    topo = results.get("topologies")
+    if topo:
+        out.append(topology_table(topo))
     if results.get("notes"):
         out.append("## Notes\n")
         out += [f"- {n}\n" for n in results["notes"]]
@@ -385,6 +424,25 @@ def _bus_markdown(bus: dict[str, Any] | None) -> list[str]:
     headers = ["manager", "flood", "emits for others / CPU-s", "Redis B/entry", "JSON B"]
     out.append(_table(headers, rows))
     return out
+
+
+def topology_table(topo: dict[str, Any]) -> str:
+    """The Redis backend per topology: heartbeat and bulk rates, memory per online user."""
+    names = [n for n in ("single", "sentinel", "cluster") if n in topo]
+    keys = ["heartbeat@1", "heartbeat@64", "bulk_100@1", "bulk_100@64"]
+    rows = [
+        [
+            n,
+            *(topo[n]["ops"][k]["ops_per_s"] for k in keys),
+            topo[n]["memory_bytes_per_online_user"],
+        ]
+        for n in names
+    ]
+    head = (
+        "## Redis topologies (ops/s through the Presence API; memory per online user, "
+        f"{topo['memory_users']} users with one connection)\n"
+    )
+    return head + _table(["topology", *keys, "B per online user"], rows)
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

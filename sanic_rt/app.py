@@ -16,7 +16,7 @@ from typing import Any
 import socketio
 from sanic import Sanic
 
-from . import http_api, wire_json
+from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .config import Config, ConfigError, load_config
 from .events import PresenceEvents
@@ -27,6 +27,7 @@ from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery
+from .redis_connect import parse_redis_url
 from .sio_server import GatewayServer
 from .stream_manager import StreamManager
 from .targeted_bus import TargetedStreamManager
@@ -50,6 +51,9 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         raise ConfigError(
             src, "cluster.manager", 'memcached has no pub/sub; use "redis" as the message bus'
         )
+    if config.cluster.manager in ("redis", "redis-streams"):
+        check_bus_url(config)
+    check_events_topology(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -99,6 +103,50 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
             raise ConfigError(src, "server.cors_allowed_origins", 'production refuses "*"')
 
 
+def check_bus_url(config: Config) -> None:
+    """The pub/sub bus's Redis URL must name one server or a Sentinel master."""
+    key = "cluster.url" if config.cluster.url else "presence.redis.url"
+    try:
+        target = parse_redis_url(config.cluster.url or config.presence.redis.url)
+    except ValueError as err:
+        raise ConfigError(config.source, key, str(err)) from None
+    if target.topology == "cluster":
+        # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
+        # and python-socketio's manager cannot follow a cluster anyway.
+        raise ConfigError(
+            config.source,
+            "cluster.manager",
+            f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
+            'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
+        )
+    if config.cluster.manager == "redis-streams" and target.topology != "single":
+        # stream_manager.redis_client builds a plain client (from_url) so far
+        raise ConfigError(
+            config.source, key, '"redis-streams" runs on one Redis server only (not wired yet)'
+        )
+    if target.topology == "sentinel" and target.tls:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
+        )
+
+
+def check_events_topology(config: Config) -> None:
+    """Webhooks read the shards' event streams in one multi-key XREADGROUP: not on a Cluster."""
+    if config.presence.backend != "redis" or not config.events.webhook.url:
+        return
+    try:
+        topology = parse_redis_url(config.presence.redis.url).topology
+    except ValueError:
+        return  # the backend names the bad URL
+    if topology == "cluster":
+        raise ConfigError(
+            config.source,
+            "events.webhook.url",
+            "webhooks are not available on a Redis Cluster URL yet "
+            "(one XREADGROUP over every shard's stream crosses slots)",
+        )
+
+
 #: Young-generation collection threshold while serving (CPython's default: 700).
 #: Every event allocates dozens of containers, so at 700 the collector ran every few
 #: acks; bench/ measured ~+45% acks per CPU-second from this (docs/performance.md).
@@ -128,6 +176,27 @@ def api_keys(config: Config) -> list[str]:
                 config.source, "api.keys_file", f"unreadable ({err.strerror})"
             ) from None
     return keys
+
+
+def origin_policy(allowed: list[str]) -> Any:
+    """python-engineio's ``cors_allowed_origins`` for our list.
+
+    [] is same-origin only and ["*"] any. With a list, the server's own origin is
+    allowed too: the pages it serves itself (the dashboard) must reach their feed.
+    """
+    if not allowed:
+        return None
+    if "*" in allowed:
+        return "*"
+    listed = frozenset(allowed)
+
+    def allow(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin in listed:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin == f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+
+    return allow
 
 
 def _make_manager(config: Config) -> socketio.AsyncManager | None:
@@ -194,6 +263,7 @@ def create_app(
     )
     backend = backends[name](config, timings)
     check_deployment(config, backend.shared)
+    operations.check_config(config)
     keys = api_keys(config)
     server = config.server
     quiet_socketio_logs()
@@ -201,7 +271,7 @@ def create_app(
     sio = GatewayServer(
         async_mode="asgi",
         client_manager=_make_manager(config),
-        cors_allowed_origins=list(server.cors_allowed_origins) or None,
+        cors_allowed_origins=origin_policy(server.cors_allowed_origins),
         transports=list(server.transports),
         ping_interval=server.ping_interval,
         ping_timeout=server.ping_timeout,
@@ -239,18 +309,25 @@ def create_app(
     for path, (plugin_name, namespace_class) in namespaces.items():
         sio.register_namespace(plugins.build_namespace(plugin_name, namespace_class, path, gateway))
     gateway.namespaces = list(namespaces)
+    dashboard = operations.dashboard_namespace(config, gateway, keys)
+    if dashboard is not None:
+        sio.register_namespace(dashboard)
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
     app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
     # TouchUp recompiles Sanic methods from source and fails when several apps
     # share a process (tests); it only trims unused signal dispatch.
     app.config.TOUCHUP = False
+    # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
+    # drown our one start-up summary (server.startup_summary).
+    app.config.MOTD = False
     app.ctx.config = config
     app.ctx.gateway = gateway
     app.ctx.events = events
     http_api.install(app, keys, config.production)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
+    operations.install(app, config, keys, gateway)
 
     @app.before_server_start
     async def start_services(app: Sanic) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import Config, ConfigError, load_config, masked
 from .logs import configure_logging
 from .plugin_manager import PluginError
@@ -19,6 +20,7 @@ EXIT_CONFIG = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sanic-rt", description="sanic-rt real-time gateway")
+    parser.add_argument("--version", action="version", version=f"sanic-rt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
@@ -26,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("file")
@@ -44,12 +47,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cli_overrides(args: argparse.Namespace) -> None:
     # Through the environment, so that uvicorn's worker processes see them too.
-    for key in ("host", "port", "workers"):
+    for key in ("host", "port", "workers", "log_level"):
         value = getattr(args, key, None)
         if value is not None:
-            os.environ[f"SANIC_RT_SERVER__{key.upper()}"] = (
-                json.dumps(value) if isinstance(value, str) else str(value)
-            )
+            # Plain text: a str key reads its environment value as text, as is
+            # (JSON quoting made --host "127.0.0.1" the host '"127.0.0.1"').
+            os.environ[f"SANIC_RT_SERVER__{key.upper()}"] = str(value)
 
 
 def _dev_defaults(config: Config, path: str | None) -> Config:
@@ -84,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _cli_overrides(args)
     config = _dev_defaults(load_config(args.config), args.config)
-    configure_logging()
+    configure_logging(config.server.log_level, config.server.log_format)
     if args.config is None:
         s = config.server
         print(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 ENV_PREFIX = "SANIC_RT_"
-SECRET_KEYS = frozenset({"secret", "keys", "url"})
+SECRET_KEYS = frozenset({"secret", "keys", "url", "password"})
 
 
 class ConfigError(Exception):
@@ -52,6 +52,9 @@ class ServerConfig:
     events_per_second: float = _opt(50.0, "per-connection rate limit", min=0.1, max=1_000_000)
     events_burst: int = _opt(100, "token bucket size", min=1, max=1_000_000)
     shutdown_timeout: float = _opt(5.0, "seconds to drain on SIGTERM", min=0, max=600)
+    access_log: bool = _opt(False, "one log line per HTTP request and WebSocket")
+    log_format: Literal["text", "json"] = _opt("text", '"text" or "json" (one object a line)')
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _opt("INFO", "least level logged")
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    url: str = _opt("redis://127.0.0.1:6379/0", "redis://, rediss:// or unix:// URL")
+    url: str = _opt(
+        "redis://127.0.0.1:6379/0",
+        "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://",
+    )
     key_prefix: str = _opt("sanic_rt", "prefix of every key")
     index_shards: int = _opt(16, "shards of the online index", min=1, max=1024)
     pool_size: int = _opt(32, "max connections in the pool", min=1, max=10_000)
@@ -183,6 +189,28 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = _opt(True, "Prometheus metrics at path")
+    path: str = _opt("/metrics", "where metrics are served (API key in production)")
+    stats_interval: float = _opt(10.0, "seconds between online-user counts", min=1, max=3600)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    enabled: bool = _opt(False, "Socket.IO Admin UI: namespace /admin, files at /admin-ui/")
+    username: str = _opt("admin", "Admin UI user name")
+    password: str = _opt("", "Admin UI password (>= 12 characters in production)")
+    password_file: str = _opt("", "file holding the Admin UI password")
+    read_only: bool = _opt(True, "Admin UI may only look, not disconnect or join rooms")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    enabled: bool = _opt(True, "presence dashboard page (data needs an API key)")
+    path: str = _opt("/dashboard", "where the dashboard page is served")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -192,6 +220,9 @@ class Config:
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     source: str = "<defaults>"
 
     @property

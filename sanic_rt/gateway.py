@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import socketio
 
+from . import metrics
 from .auth import TokenVerifier
 from .config import Config
 from .plugin_manager import PluginHost
@@ -39,6 +40,17 @@ def presence_room(user_id: str) -> str:
     return f"presence:{user_id}"
 
 
+class PresenceFeed:
+    """In-process listeners to the presence changes this node announces."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[list[PublicView]], None]] = []
+
+    def publish(self, changes: list[PublicView]) -> None:
+        for listener in self.listeners:
+            listener(changes)
+
+
 @dataclass
 class Gateway:
     """The services one app shares; ``app.ctx.gateway``, ``self.gateway`` in a namespace.
@@ -55,6 +67,8 @@ class Gateway:
     verifier: TokenVerifier
     plugins: PluginHost
     namespaces: list[str] = field(default_factory=list)
+    #: in-process listeners to every presence change this node announces (the dashboard)
+    feed: PresenceFeed = field(default_factory=PresenceFeed)
 
     def namespace(self, path: str, kind: type[N] | None = None) -> N:
         """This app's instance of the namespace registered at ``path``.
@@ -77,6 +91,8 @@ class Gateway:
 
     async def publish_presence(self, changes: list[PublicView]) -> None:
         """Send each visible change once, to its subscribers in every namespace."""
+        metrics.presence_changes(changes)
+        self.feed.publish(changes)
         for change in changes:
             payload = change.as_dict()
             room = presence_room(change.user_id)

@@ -188,6 +188,21 @@ async def disconnect_user(request: Request, user_id: str) -> HTTPResponse:
     return envelope({"connections": count})
 
 
+def key_matches(presented: bytes, keys: list[bytes]) -> bool:
+    """Whether ``presented`` is one of ``keys``."""
+    # Compare against every key so that timing says nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key)
+    return matched
+
+
+def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
+    """Whether the request carries ``Authorization: Bearer <one of keys>``."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and key_matches(given.strip().encode(), keys)
+
+
 def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None:
     """Add the core routes, the API-key check and the envelope error handlers."""
     app.blueprint(core)
@@ -206,13 +221,7 @@ def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None
             if production:
                 return json(error("not_found", "not found"), 404)
             return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        presented = given.strip().encode()
-        # Compare against every key so that timing says nothing about which matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not matched:
+        if not bearer_key_matches(request, keys):
             return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
 

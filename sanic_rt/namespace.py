@@ -207,7 +207,10 @@ class BaseNamespace(socketio.AsyncNamespace):
 
     def _refuse(self, code: str, message: str, user_id: str | None = None) -> bool:
         who = f" user {user_id}" if user_id else ""
-        log.info("refused connection to %s%s: %s (%s)", self.namespace, who, code, message)
+        fields = {"namespace": self.namespace, "user_id": user_id, "code": code}
+        log.info(
+            "refused connection to %s%s: %s (%s)", self.namespace, who, code, message, extra=fields
+        )
         raise socketio.exceptions.ConnectionRefusedError(
             message, {"code": code, "message": message}
         )

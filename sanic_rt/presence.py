@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from . import metrics
 from .backend import (
     BackendUnavailable,
     ConnectResult,
@@ -194,12 +195,15 @@ class Presence:
     # --- the backend boundary ----------------------------------------------------
 
     async def _call(self, coro: Awaitable[T]) -> T:
+        started = metrics.now()
         try:
             result = await coro
         except BackendUnavailable as err:
+            metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=True)
             self._up_since = None
             self._warn.warning("presence backend %s unavailable: %s", self.backend.name, err)
             raise
+        metrics.backend_op(self.backend.name, coro, metrics.now() - started, failed=False)
         if self._up_since is None:
             self._up_since = self.clock()
         return result
@@ -273,7 +277,7 @@ class Presence:
         conn = Connection(user_id, sid, namespace, (meta or {}).get("device", ""), self.node)
         self._add_local(conn)
         try:
-            result = await self._call(self._connect_one(conn))
+            result = await self._connect_one(conn)
         except BackendUnavailable:
             if self._local_counts[user_id] > self.max_connections:
                 self.forget_local(sid)
@@ -286,13 +290,15 @@ class Presence:
         self._cancel_grace(user_id)
         await self._publish(result.changes)
 
-    def _connect_one(self, conn: Connection) -> Awaitable[ConnectResult]:
+    async def _connect_one(self, conn: Connection) -> ConnectResult:
         if self.backend.batches_connects:
-            return self._connects.submit(conn)
-        return self.backend.connect(conn, self.clock(), self.max_connections)
+            return await self._connects.submit(conn)  # the batch goes through _call
+        return await self._call(self.backend.connect(conn, self.clock(), self.max_connections))
 
     async def _connect_batch(self, conns: list[Connection]) -> list[ConnectResult]:
-        return await self.backend.connect_many(conns, self.clock(), self.max_connections)
+        return await self._call(
+            self.backend.connect_many(conns, self.clock(), self.max_connections)
+        )
 
     async def mark_user_online(self, user_id: str, sid: str) -> str:
         """Refresh this connection and count it as activity (what ``ping`` does).

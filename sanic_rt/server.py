@@ -6,6 +6,8 @@ its own app from the same config (passed through the environment).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import sys
@@ -14,9 +16,12 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from . import metrics
 from .app import create_app
-from .config import Config, load_config
-from .logs import configure_logging
+from .config import Config, _mask_url, load_config, masked
+from .logs import configure_logging, with_access_log
+
+log = logging.getLogger("sanic_rt")
 
 CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
 # Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
@@ -81,10 +86,17 @@ def limit_header_size(app: Any, limit: int = MAX_HEADER_BYTES) -> Any:
 
 def app_from_env() -> Any:
     """uvicorn factory for worker processes."""
-    # Workers are spawned, not forked: the parent's logging set-up is not theirs.
-    configure_logging()
     path = os.environ.get(CONFIG_PATH_ENV) or None
-    return limit_header_size(create_app(load_config(path)).ctx.asgi)
+    config = load_config(path)
+    # Workers are spawned, not forked: the parent's logging set-up is not theirs.
+    configure_logging(config.server.log_level, config.server.log_format)
+    return served_app(config, create_app(config))
+
+
+def served_app(config: Config, app: Any) -> Any:
+    """The ASGI callable uvicorn serves: the app behind the header bound (and access log)."""
+    asgi = limit_header_size(app.ctx.asgi)
+    return with_access_log(asgi) if config.server.access_log else asgi
 
 
 def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
@@ -110,15 +122,54 @@ def serve(config: Config, config_path: str | None) -> None:
     # Build the app once here even with workers: bad config or plugins must
     # exit 2 from the parent, before any worker is forked.
     app = create_app(config)
+    log.info(startup_summary(config, app), extra={"path": config.source})
+    log.debug("effective config (secrets masked): %s", json.dumps(masked(config)))
     if config.server.workers > 1:
         if config_path:
             os.environ[CONFIG_PATH_ENV] = os.path.abspath(config_path)
         uv = uvicorn_config(config, "sanic_rt.server:app_from_env", factory=True)
         uv.workers = config.server.workers
-        _run_workers(uv)
+        metrics_dir = metrics.prepare_multiprocess() if config.metrics.enabled else None
+        try:
+            _run_workers(uv)
+        finally:
+            if metrics_dir:
+                metrics.cleanup_multiprocess(metrics_dir)
         return
     _exit_cleanly_after_shutdown()
-    uvicorn.Server(uvicorn_config(config, limit_header_size(app.ctx.asgi))).run()
+    uvicorn.Server(uvicorn_config(config, served_app(config, app))).run()
+
+
+def startup_summary(config: Config, app: Any) -> str:
+    """One line saying what runs: version, mode, URL, workers, storage, bus, plugins, paths."""
+    from . import __version__  # here: sanic_rt/__init__ imports this module (via testing)
+
+    server, cluster = config.server, config.cluster
+    plugins = app.ctx.gateway.plugins.infos.values()
+    bus = f"{cluster.manager} {_mask_url(cluster.url or config.presence.redis.url)}"
+    parts = [
+        f"sanic-rt {__version__} started",
+        f"mode={server.mode}",
+        f"url=http://{server.host}:{server.port}",
+        f"workers={server.workers}",
+        f"backend={config.presence.backend} {_backend_location(config)}".rstrip(),
+        f"cluster={bus if cluster.manager else 'none'}",
+        "plugins=" + (", ".join(f"{p.name} {p.version}" for p in plugins) or "none"),
+        f"metrics={config.metrics.path if config.metrics.enabled else 'off'}",
+        f"admin={'/admin-ui/ (namespace /admin)' if config.admin.enabled else 'off'}",
+        f"dashboard={config.dashboard.path if config.dashboard.enabled else 'off'}",
+        f"config={config.source}",
+    ]
+    return "; ".join(parts)
+
+
+def _backend_location(config: Config) -> str:
+    presence = config.presence
+    if presence.backend == "redis":
+        return _mask_url(presence.redis.url)
+    if presence.backend == "memcached":
+        return ",".join(presence.memcached.servers)
+    return ""
 
 
 def _exit_cleanly_after_shutdown() -> None:

@@ -30,8 +30,10 @@ from typing import Any
 import socketio
 from socketio import packet
 
+from . import metrics
 from .backend import BackendUnavailable
 from .engineio_ws import GatewayEngineIOServer
+from .namespace import handler_name
 from .recovery import Recovery
 
 
@@ -73,6 +75,7 @@ class GatewayServer(socketio.AsyncServer):
             async with asyncio.timeout(self.emit_timeout):
                 return await super().emit(*args, **kwargs)
         except TimeoutError:
+            metrics.cluster_emit_error()
             raise BackendUnavailable("the cluster message bus did not answer") from None
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str | None = None) -> None:
@@ -80,3 +83,36 @@ class GatewayServer(socketio.AsyncServer):
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None and not socket.upgraded:
             socket.queue.put_nowait(None)
+
+    # --- metrics: python-socketio's one dispatch point for every namespace ---------
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        if event == "connect":
+            return await self._count_connect(namespace, args)
+        if event == "disconnect":
+            metrics.disconnected(namespace)
+            return await super()._trigger_event(event, namespace, *args)
+        started = metrics.now()
+        reply = await super()._trigger_event(event, namespace, *args)
+        metrics.event(namespace, event, reply, metrics.now() - started, self.knows_event)
+        return reply
+
+    async def _count_connect(self, namespace: str, args: tuple[Any, ...]) -> Any:
+        try:
+            admitted = await super()._trigger_event("connect", namespace, *args)
+        except socketio.exceptions.ConnectionRefusedError as exc:
+            data = exc.error_args.get("data")
+            metrics.refused(namespace, data.get("code") if isinstance(data, dict) else None)
+            raise
+        if admitted is False:
+            metrics.refused(namespace, None)
+        else:
+            metrics.connected(namespace)
+        return admitted
+
+    def knows_event(self, namespace: str, event: str) -> bool:
+        """Whether ``event`` has a handler on ``namespace`` (else it counts as unknown)."""
+        if event in self.handlers.get(namespace, ()):
+            return True
+        handler = self.namespace_handlers.get(namespace)
+        return handler is not None and hasattr(handler, handler_name(event))

@@ -476,8 +476,9 @@ async def _check_query_token(server: Proc, private: str, clients) -> None:
     token = jwt.encode(claims("query-user"), private, algorithm="RS256", headers={"kid": "k1"})
     client = await clients(f"{server.url}/?token={token}", None, namespaces=["/"])
     assert (await client.call("ping", {}, namespace="/"))["ok"] is True
-    # uvicorn logs the websocket URL; the token in it is blanked.
-    await eventually(lambda: "token=[redacted]" in server.log(), timeout=5)
+    # uvicorn's per-connection "[accepted]" line, which carried the URL, is dropped
+    # (docs/operations.md); it would have been written before the connect completed.
+    assert "[accepted]" not in server.log()
     assert_no_token_material(server.log(), [token])
     assert not re.search(r"token=eyJ", server.log())
 

@@ -44,3 +44,8 @@ def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
         check=True,
     ).stdout.splitlines()
     assert out[0].startswith(str(target)) and out[1] == "True /chats"
+    # The operator pages work from the wheel alone: dashboard and vendored Admin UI.
+    static = target / "sanic_rt" / "static"
+    for name in ("dashboard/index.html", "dashboard/socket.io.min.js", "admin-ui/index.html"):
+        assert (static / name).is_file(), name
+    assert list((static / "admin-ui" / "js").glob("app.*.js"))

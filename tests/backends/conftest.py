@@ -19,20 +19,23 @@ from sanic_rt.config import load_config
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence_model import Timings
 from tests.support.procs import Proc, memcached_process, redis_process
+from tests.support.topologies import ClusterSetup, SentinelSetup
 
-BACKENDS = ["memory", "redis", "memcached"]
+BACKENDS = ["memory", "redis", "memcached", "redis-sentinel", "redis-cluster"]
+#: the Redis topologies the redis backend runs on besides a single server
+TOPOLOGIES = {"redis-sentinel": SentinelSetup, "redis-cluster": ClusterSetup}
 TIMINGS = Timings(ttl=10.0, offline_grace=5.0, idle_timeout=100.0)
 _prefixes = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def storage_procs(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    started: dict[str, Proc] = {}
+    started: dict[str, Any] = {}
 
-    def get(kind: str) -> Proc:
+    def get(kind: str) -> Proc | SentinelSetup | ClusterSetup:
         if kind not in started:
             tmp: Path = tmp_path_factory.mktemp(kind)
-            make = redis_process if kind == "redis" else memcached_process
+            make = TOPOLOGIES.get(kind) or (redis_process if kind == "redis" else memcached_process)
             started[kind] = make(tmp).start()
         return started[kind]
 
@@ -46,6 +49,9 @@ def backend_settings(name: str, storage_procs: Any) -> dict[str, Any]:
     if name == "redis":
         port = storage_procs("redis").port
         return {"redis": {"url": f"redis://127.0.0.1:{port}/0", "key_prefix": prefix}}
+    if name in TOPOLOGIES:
+        url = storage_procs(name).url()
+        return {"redis": {"url": url, "key_prefix": prefix}}
     if name == "memcached":
         port = storage_procs("memcached").port
         return {"memcached": {"servers": [f"127.0.0.1:{port}"], "key_prefix": prefix}}
@@ -58,8 +64,8 @@ async def make_backends(request: pytest.FixtureRequest, storage_procs: Any) -> A
 
     For the memory backend (one process only) all n are the same instance.
     """
-    name = request.param
-    settings = backend_settings(name, storage_procs)
+    settings = backend_settings(request.param, storage_procs)
+    name = "redis" if request.param in TOPOLOGIES else request.param
     made: list[PresenceBackend] = []
 
     async def make(n: int = 1, timings: Timings = TIMINGS) -> list[PresenceBackend]:

@@ -1,0 +1,210 @@
+"""What an operator sees: ``/metrics``, the presence dashboard and the Socket.IO Admin UI.
+
+* ``[metrics]``: the Prometheus exposition at ``path`` (an API key in production),
+  HTTP requests counted by route template, and two samplers per worker (event-loop
+  lag; online users from the backend's stats every ``stats_interval``).
+* ``[dashboard]``: a static page at ``path``; its data comes from the HTTP API
+  and from the ``/dashboard`` Socket.IO namespace, both admitted by API key.
+* ``[admin]``: python-socketio's ``instrument()`` on namespace ``/admin`` and
+  the vendored ``@socket.io/admin-ui`` files at ``/admin-ui/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from pathlib import Path
+from typing import Any
+
+import socketio
+from sanic import Request, Sanic
+from sanic.response import BaseHTTPResponse, HTTPResponse, html, raw
+
+from . import metrics
+from .config import Config, ConfigError
+from .gateway import Gateway
+from .http_api import key_matches, require_api_key
+from .presence_model import PublicView
+from .tasks import BackgroundTasks
+
+log = logging.getLogger("sanic_rt.operations")
+
+STATIC_DIR = Path(__file__).parent / "static"
+ADMIN_NAMESPACE = "/admin"
+ADMIN_UI_PATH = "/admin-ui"
+DASHBOARD_NAMESPACE = "/dashboard"
+MIN_ADMIN_PASSWORD = 12
+
+
+RESERVED_PREFIXES = ("/api/", "/socket.io", ADMIN_UI_PATH)
+
+
+def check_config(config: Config) -> None:
+    """Raise :class:`ConfigError` for bad ``[metrics]``, ``[dashboard]`` or ``[admin]`` keys."""
+    _check_paths(config)
+    if config.admin.enabled:
+        admin_password(config)
+
+
+def _check_paths(config: Config) -> None:
+    # Absolute, distinct, and not under a prefix something else serves.
+    paths = {"metrics.path": config.metrics.path, "dashboard.path": config.dashboard.path}
+    for key, path in paths.items():
+        bad = not path.startswith("/") or path.rstrip("/") == "" or "<" in path
+        if bad or any(path.startswith(p) for p in RESERVED_PREFIXES):
+            raise ConfigError(
+                config.source, key, "a path like /name, not under /api/, /socket.io or /admin-ui"
+            )
+    if config.metrics.path.rstrip("/") == config.dashboard.path.rstrip("/"):
+        raise ConfigError(config.source, "dashboard.path", "the same as metrics.path")
+
+
+def install(app: Sanic[Any, Any], config: Config, keys: list[str], gateway: Gateway) -> None:
+    """Add the metrics, dashboard and admin routes that ``config`` turns on."""
+    if config.metrics.enabled:
+        metrics.enable()
+        _install_metrics(app, config, gateway)
+    else:
+        metrics.disable()
+    if config.dashboard.enabled:
+        _install_dashboard(app, config)
+    if config.admin.enabled:
+        _install_admin(app, config, gateway)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def _install_metrics(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
+    samplers = BackgroundTasks()
+
+    async def scrape(request: Request) -> HTTPResponse:
+        metrics.flush()
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return raw(body, content_type=content_type)
+
+    # Production: the /api/ key check (401 without a key; 404 with no keys configured).
+    handler = require_api_key(scrape) if config.production else scrape
+    app.add_route(handler, config.metrics.path, methods=["GET"], name="sanic_rt_metrics")
+
+    async def count_request(request: Request, response: BaseHTTPResponse) -> None:
+        route = request.route
+        metrics.http_request(route.path if route is not None else None, response.status)
+
+    app.register_middleware(count_request, "response")
+
+    @app.before_server_start
+    async def start_samplers(app: Sanic[Any, Any]) -> None:
+        samplers.spawn(metrics.sample_loop_lag())
+        stats = gateway.presence.stats
+        samplers.spawn(metrics.refresh_online_users(stats, config.metrics.stats_interval))
+
+    @app.after_server_stop
+    async def stop_samplers(app: Sanic[Any, Any]) -> None:
+        await samplers.cancel_all()
+
+
+# --- the presence dashboard ------------------------------------------------------------------
+
+
+def _install_dashboard(app: Sanic[Any, Any], config: Config) -> None:
+    path = "/" + config.dashboard.path.strip("/")
+    template = (STATIC_DIR / "dashboard" / "index.html").read_text(encoding="utf-8")
+    page = template.replace("{{assets}}", path + "/assets")
+
+    async def dashboard(request: Request) -> HTTPResponse:
+        return html(page)
+
+    app.add_route(dashboard, path, methods=["GET"], name="sanic_rt_dashboard")
+    app.static(path + "/assets", STATIC_DIR / "dashboard", name="sanic_rt_dashboard_assets")
+
+
+class DashboardNamespace(socketio.AsyncNamespace):
+    """The dashboard's live feed: presence changes, to clients that sent an API key.
+
+    A change is emitted once by the node that announced it; with a cluster
+    manager that one emit reaches dashboards on every node.
+    """
+
+    def __init__(self, gateway: Gateway, keys: list[str]) -> None:
+        super().__init__(DASHBOARD_NAMESPACE)
+        self.gateway = gateway
+        self.keys = [k.encode() for k in keys]
+        self.open = not keys and not gateway.config.production
+        self._background = BackgroundTasks()
+        gateway.feed.listeners.append(self.announce)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        given = auth.get("api_key") if isinstance(auth, dict) else None
+        if not self.open and not self._key_matches(given):
+            message = "missing or wrong API key"
+            raise socketio.exceptions.ConnectionRefusedError(
+                message, {"code": "unauthorized", "message": message}
+            )
+
+    def _key_matches(self, given: Any) -> bool:
+        return key_matches(given.encode() if isinstance(given, str) else b"", self.keys)
+
+    def announce(self, changes: list[PublicView]) -> None:
+        if changes:
+            self._background.spawn(self._send([c.as_dict() for c in changes]))
+
+    async def _send(self, changes: list[dict[str, Any]]) -> None:
+        with contextlib.suppress(Exception):  # the feed is best effort (bus down)
+            await self.emit("presence", changes)
+
+
+def dashboard_namespace(config: Config, gateway: Gateway, keys: list[str]) -> Any:
+    """The ``/dashboard`` namespace, or None when the dashboard is off."""
+    return DashboardNamespace(gateway, keys) if config.dashboard.enabled else None
+
+
+# --- the Socket.IO Admin UI ----------------------------------------------------------------
+
+
+def admin_password(config: Config) -> str:
+    """The Admin UI password; raises :class:`ConfigError` when it is missing or too short."""
+    admin = config.admin
+    password = admin.password
+    if admin.password_file:
+        try:
+            password = Path(admin.password_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(
+                config.source, "admin.password_file", f"unreadable ({err.strerror})"
+            ) from None
+    key = "admin.password_file" if admin.password_file else "admin.password"
+    if not password:
+        raise ConfigError(config.source, key, "the Admin UI needs a password")
+    if config.production and len(password) < MIN_ADMIN_PASSWORD:
+        raise ConfigError(
+            config.source, key, f"production needs >= {MIN_ADMIN_PASSWORD} characters"
+        )
+    return password
+
+
+def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
+    username = config.admin.username.encode()
+    password = admin_password(config).encode()
+
+    def check(auth: Any) -> bool:
+        auth = auth if isinstance(auth, dict) else {}
+        user, given = auth.get("username"), auth.get("password")
+        user_ok = hmac.compare_digest(str(user or "").encode(), username)
+        password_ok = hmac.compare_digest(str(given or "").encode(), password)
+        if not (user_ok and password_ok):
+            log.warning("refused an Admin UI login (user %r): wrong user name or password", user)
+            return False
+        return True
+
+    gateway.sio.instrument(
+        auth=check,
+        mode="production" if config.production else "development",
+        read_only=config.admin.read_only,
+        namespace=ADMIN_NAMESPACE,
+    )
+    ui = STATIC_DIR / "admin-ui"
+    app.static(ADMIN_UI_PATH, ui / "index.html", name="sanic_rt_admin_ui_index")
+    app.static(ADMIN_UI_PATH + "/", ui, name="sanic_rt_admin_ui", index="index.html")
