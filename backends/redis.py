@@ -382,10 +382,19 @@ class RedisBackend(PresenceBackend):
                     self._args("connect", now, *fields),
                 )
             )
+        if self.cluster:
+            # _run_many runs a cluster batch concurrently (_run_each): in order here.
+            replies = [await self._run(*call) for call in calls]
+        else:
+            replies = await self._run_many(calls)
         return [
-            ConnectResult(result[0] == b"1", _changes(changes, now))
-            for result, changes in await self._run_many(calls)
+            ConnectResult(result[0] == b"1", _changes(changes, now)) for result, changes in replies
         ]
+
+    @property
+    def batches_connects(self) -> bool:
+        # On a Cluster a batch is one call after the other anyway: no gain in batching.
+        return not self.cluster
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)
