@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 venv: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	# [client]: the README's Python client snippet runs in this venv too.
+	$(BIN)/pip install -q -e '.[client]'
 
 test-venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

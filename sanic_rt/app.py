@@ -10,24 +10,28 @@ import gc
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 import socketio
 from sanic import Sanic
 
 from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
-from .config import Config, ConfigError, load_config
+from .body_limit import limit_body_size
+from .config import Config, ConfigError, ServerConfig, load_config
 from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
+from .managers import RedisManager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .redis_connect import parse_redis_url
+from .room_index import indexed_manager
 from .sio_server import GatewayServer
 from .stream_manager import StreamManager
 from .targeted_bus import TargetedStreamManager
@@ -165,17 +169,35 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 1000)
 
 
+#: Shortest API key production accepts: a guessable key opens the whole HTTP API.
+MIN_API_KEY_CHARS = 16
+
+
 def api_keys(config: Config) -> list[str]:
+    """The API keys of ``[api] keys`` and ``keys_file``; raise ConfigError for weak ones."""
     keys = list(config.api.keys)
+    _check_api_keys(config, "api.keys", keys)
     if config.api.keys_file:
         try:
             with open(config.api.keys_file, encoding="utf-8") as fh:
-                keys += [line.strip() for line in fh if line.strip()]
+                from_file = [line.strip() for line in fh if line.strip()]
         except OSError as err:
             raise ConfigError(
                 config.source, "api.keys_file", f"unreadable ({err.strerror})"
             ) from None
+        _check_api_keys(config, "api.keys_file", from_file)
+        keys += from_file
     return keys
+
+
+def _check_api_keys(config: Config, key: str, keys: list[str]) -> None:
+    # An empty key would match "Authorization: Bearer" with nothing after it.
+    if any(not k.strip() for k in keys):
+        raise ConfigError(config.source, key, "an API key is empty")
+    if config.production and any(len(k) < MIN_API_KEY_CHARS for k in keys):
+        raise ConfigError(
+            config.source, key, f"production needs API keys of >= {MIN_API_KEY_CHARS} characters"
+        )
 
 
 def origin_policy(allowed: list[str]) -> Any:
@@ -199,11 +221,13 @@ def origin_policy(allowed: list[str]) -> Any:
     return allow
 
 
-def _make_manager(config: Config) -> socketio.AsyncManager | None:
+def _make_manager(config: Config) -> socketio.AsyncManager:
+    # Every manager gets the room index (sanic_rt/room_index.py): without it a
+    # disconnect or rooms(sid) costs as much as all the rooms on the node.
     url = config.cluster.url or config.presence.redis.url
     if config.cluster.manager == "redis-streams":
         streams = TargetedStreamManager if config.cluster.routing == "targeted" else StreamManager
-        return streams(
+        return indexed_manager(streams)(
             url,
             channel=config.cluster.channel,
             maxlen=config.cluster.stream_maxlen,
@@ -215,13 +239,15 @@ def _make_manager(config: Config) -> socketio.AsyncManager | None:
         # must not hold a handler for the OS's TCP timeout. No read timeout: the
         # manager's subscriber blocks reading between messages.
         options = {"socket_connect_timeout": config.presence.redis.connect_timeout}
-        return socketio.AsyncRedisManager(
+        # Publish first, local delivery only after it: see managers.py.
+        return indexed_manager(RedisManager)(
             url, channel=config.cluster.channel, redis_options=options
         )
     if config.recovery.enabled:
         recovery = config.recovery
-        return MemoryLogManager(MemoryEventLog(recovery.max_disconnection, recovery.max_log_events))
-    return None
+        log_manager = indexed_manager(MemoryLogManager)
+        return log_manager(MemoryEventLog(recovery.max_disconnection, recovery.max_log_events))
+    return indexed_manager(socketio.AsyncManager)()
 
 
 def _enable_recovery(sio: GatewayServer, config: Config) -> None:
@@ -277,6 +303,7 @@ def create_app(
         ping_timeout=server.ping_timeout,
         max_http_buffer_size=server.max_payload_bytes,
         always_connect=False,
+        connect_timeout=server.connect_timeout,
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
@@ -304,6 +331,7 @@ def create_app(
             await events.dispatch(changes)
 
     presence.publisher = publish
+    sio.manager.presence_subscriptions = gateway.subscriptions
     presence.evictor = gateway.evict
     namespaces = {"/": ("sanic_rt", BaseNamespace), **plugins.namespaces()}
     for path, (plugin_name, namespace_class) in namespaces.items():
@@ -314,7 +342,8 @@ def create_app(
         sio.register_namespace(dashboard)
 
     app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
-    app.config.REQUEST_MAX_SIZE = server.max_payload_bytes
+    # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
+    app.config.REQUEST_MAX_SIZE = server.max_request_bytes
     # TouchUp recompiles Sanic methods from source and fails when several apps
     # share a process (tests); it only trims unused signal dispatch.
     app.config.TOUCHUP = False
@@ -324,7 +353,7 @@ def create_app(
     app.ctx.config = config
     app.ctx.gateway = gateway
     app.ctx.events = events
-    http_api.install(app, keys, config.production)
+    http_api.install(app, keys, config.production, server.cors_allowed_origins)
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
     operations.install(app, config, keys, gateway)
@@ -347,5 +376,32 @@ def create_app(
         await presence.close()
         await events.close()
 
-    app.ctx.asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    app.ctx.asgi = limit_body_size(
+        asgi, _body_limit(server, asgi.engineio_path), _close_polling_session(sio)
+    )
     return app
+
+
+def _body_limit(server: ServerConfig, engineio_path: str) -> Callable[[dict[str, Any]], int]:
+    def limit_for(scope: dict[str, Any]) -> int:
+        # Long-polling POSTs carry Engine.IO packets: the packet limit applies.
+        if (scope["path"].rstrip("/") + "/").startswith(engineio_path):
+            return server.max_payload_bytes
+        return server.max_request_bytes
+
+    return limit_for
+
+
+def _close_polling_session(sio: GatewayServer) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def close(scope: dict[str, Any]) -> None:
+        # An oversized long-polling POST ends its Engine.IO session, as a
+        # websocket frame over max_payload_bytes closes that connection.
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        socket = sio.eio.sockets.get((query.get("sid") or [""])[0])
+        if socket is not None:
+            log.info("closing Engine.IO session: long-polling POST over max_payload_bytes")
+            # Without waiting for the client to fetch the CLOSE packet: it may never.
+            await socket.close(wait=False)
+
+    return close

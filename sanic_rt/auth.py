@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import jwt
 
@@ -68,13 +68,27 @@ def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) 
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if allow_query:
-        values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-        if values and values[0]:
-            return values[0]
+        token = _query_token(environ.get("QUERY_STRING", ""))
+        if token:
+            return token
     raise AuthError("missing_token", "no token: pass auth {token} or an Authorization header")
 
 
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']*")
+def _query_token(query: str) -> str:
+    """The value of the literally spelled ``token`` parameter.
+
+    Only the literal name counts: ``%74oken`` decodes to ``token`` too, and a
+    name spelled so would slip past any redaction that matched it as typed.
+    """
+    for param in query.split("&"):
+        name, sep, value = param.partition("=")
+        if name == "token" and sep:
+            return unquote_plus(value)
+    return ""
+
+
+# A query parameter as it appears in a logged URL: (separator+name=)(value).
+_QUERY_PARAM = re.compile(r"([?&]([^=&\s\"'?]+)=)([^&\s\"']*)")
 
 
 class RedactQueryToken(logging.Filter):
@@ -95,9 +109,17 @@ class RedactQueryToken(logging.Filter):
 
 
 def _redact(value: Any) -> Any:
-    if isinstance(value, str) and "token=" in value:
-        return _QUERY_TOKEN.sub(r"\1[redacted]", value)
+    if isinstance(value, str) and "=" in value:
+        return _QUERY_PARAM.sub(_redact_param, value)
     return value
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    # Decoded before comparing, so that every spelling of the name is caught
+    # (``%74oken``, ``TOKEN``), whether or not the server accepts it.
+    if unquote_plus(match.group(2)).lower() == "token":
+        return match.group(1) + "[redacted]"
+    return match.group(0)
 
 
 def install_log_redaction() -> None:
@@ -114,16 +136,13 @@ def device_from_handshake(auth: Any) -> str:
     return device[:64] if isinstance(device, str) else ""
 
 
-def dev_key(create: bool = True) -> str:
+def dev_key() -> str:
     """The dev-mode signing key in ``.sanic-rt/dev.key``, created once with mode 0600.
 
-    ``serve`` and ``token`` run in the same directory share it, so a newcomer's
-    tokens work without any config. O_EXCL makes creation race-free when both
-    start at once: the loser reads the winner's key.
+    The dev server creates it in its directory. O_EXCL makes creation race-free
+    when two start at once: the loser reads the winner's key.
     """
     if not DEV_KEY_PATH.exists():
-        if not create:
-            raise ConfigError("<dev>", "auth.secret", f"no key and no {DEV_KEY_PATH}")
         DEV_KEY_PATH.parent.mkdir(mode=0o700, exist_ok=True)
         key = secrets.token_urlsafe(48)
         try:
@@ -134,9 +153,31 @@ def dev_key(create: bool = True) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(key + "\n")
             return key
-    key = DEV_KEY_PATH.read_text().strip()
+    return _read_dev_key(DEV_KEY_PATH)
+
+
+def existing_dev_key(start: Path | None = None) -> str:
+    """The dev server's key for ``sanic-rt token``: ``.sanic-rt/dev.key`` here or in a parent.
+
+    Never creates one: a token signed with a new key would be refused by the
+    server already running with its own.
+    """
+    start = (start or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        if (directory / DEV_KEY_PATH).is_file():
+            return _read_dev_key(directory / DEV_KEY_PATH)
+    raise ConfigError(
+        "sanic-rt token",
+        "",
+        f"no dev key ({DEV_KEY_PATH}) in {start} or its parents: start the dev server "
+        "(sanic-rt serve) first, run this where it runs, or pass --config",
+    )
+
+
+def _read_dev_key(path: Path) -> str:
+    key = path.read_text().strip()
     if not key:
-        raise ConfigError(str(DEV_KEY_PATH), "", "empty dev key file: delete it to make a new one")
+        raise ConfigError(str(path), "", "empty dev key file: delete it to make a new one")
     return key
 
 
@@ -314,6 +355,7 @@ class TokenVerifier:
             raise AuthError("invalid_token", "claim 'sub' must be a string") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("invalid_token", "malformed token") from None
+        _check_numeric_dates(claims)
         return self._user_id(claims), claims
 
     def _user_id(self, claims: dict[str, Any]) -> str:
@@ -333,6 +375,19 @@ class TokenVerifier:
         """The token's ``exp`` as epoch seconds, or None when it has none."""
         exp = claims.get("exp")
         return float(exp) if isinstance(exp, int | float) else None
+
+
+#: Claims RFC 7519 defines as NumericDate. PyJWT accepts a numeric string such
+#: as "1796012345" for them, but the expiry disconnect (which reads ``exp`` as a
+#: number) would then never be scheduled: refuse anything but a JSON number.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise AuthError("invalid_token", f"claim {name!r} must be a number")
 
 
 def mint_token(

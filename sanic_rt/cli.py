@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,18 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML config file (none: dev mode)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; [server] host)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8000; [server] port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (default 1); more than 1 needs a shared "
+        'backend, [cluster] manager = "redis" and websocket-only clients',
+    )
     serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
-    check.add_argument("file")
+    check.add_argument("file", help="TOML config file; exit 2 with one line on errors")
 
     plugins = sub.add_parser("plugins", help="list discovered plugins")
     plugins.add_argument("--config")
@@ -61,8 +67,6 @@ def _dev_defaults(config: Config, path: str | None) -> Config:
     # No config file: the newcomer's dev server; allow any origin for local pages.
     server = config.server
     if not server.cors_allowed_origins:
-        from dataclasses import replace
-
         config = config.replace(server=replace(server, cors_allowed_origins=["*"]))
     return config
 
@@ -127,9 +131,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .auth import mint_token
+    from .auth import existing_dev_key, has_explicit_key, mint_token
 
     config = load_config(args.config)
+    if not config.production and not has_explicit_key(config.auth) and not args.private_key:
+        # Dev mode: the key of the dev server, wherever this is run from below it.
+        config = config.replace(auth=replace(config.auth, secret=existing_dev_key()))
     private_key = None
     if args.private_key:
         try:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 ENV_PREFIX = "SANIC_RT_"
 SECRET_KEYS = frozenset({"secret", "keys", "url", "password"})
@@ -49,8 +50,18 @@ class ServerConfig:
     ping_interval: float = _opt(25.0, "Engine.IO ping interval, s", min=1, max=600)
     ping_timeout: float = _opt(20.0, "Engine.IO ping timeout, s", min=1, max=600)
     max_payload_bytes: int = _opt(1_000_000, "largest packet accepted", min=1024, max=100_000_000)
+    max_request_bytes: int = _opt(
+        1_000_000, "largest HTTP request body (413 over it)", min=1024, max=100_000_000
+    )
     events_per_second: float = _opt(50.0, "per-connection rate limit", min=0.1, max=1_000_000)
     events_burst: int = _opt(100, "token bucket size", min=1, max=1_000_000)
+    user_events_per_second: float = _opt(
+        100.0, "per-user rate limit, all its connections on a node", min=0.1, max=1_000_000
+    )
+    user_events_burst: int = _opt(200, "per-user token bucket size", min=1, max=1_000_000)
+    connect_timeout: float = _opt(
+        10.0, "close an Engine.IO session with no namespace connection after, s", min=0.1, max=600
+    )
     shutdown_timeout: float = _opt(5.0, "seconds to drain on SIGTERM", min=0, max=600)
     access_log: bool = _opt(False, "one log line per HTTP request and WebSocket")
     log_format: Literal["text", "json"] = _opt("text", '"text" or "json" (one object a line)')
@@ -108,6 +119,9 @@ class PresenceConfig:
     idle_timeout: float = _opt(300.0, "inactivity before auto away, s", min=1)
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
+    max_subscriptions_per_user: int = _opt(
+        5000, "presence subscriptions per user, its connections on a node", min=1
+    )
     record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
     node_ttl: float = _opt(10.0, "a node is dead this long after its last beat, s", min=1)
     max_pending_disconnects: int = _opt(
@@ -263,27 +277,53 @@ def load_config(
             raise ConfigError(source, "server", "expected a table")
         if "mode" not in raw.get("server", {}):
             raise ConfigError(source, "server.mode", 'required: "dev" or "production"')
-    for key, value in _env_overrides(env):
+    env_values = _env_overrides(env)
+    for key, value in env_values:
         _set_dotted(raw, key, value, source)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value, source)
     _move_plugin_tables(raw, source)
-    config = _build(Config, raw, "", source)
+    try:
+        config = _build(Config, raw, "", source)
+    except ConfigError as err:
+        raise _name_env_variable(err, env_values) from None
     return dataclasses.replace(config, source=source)
 
 
 class EnvText(str):
     """An environment value, read as the type its key wants once that is known."""
 
+    variable: str = ""
 
-def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, Any]]:
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, EnvText]]:
     found = []
     for name, text in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        found.append((dotted, EnvText(text)))
+        value = EnvText(text)
+        value.variable = name
+        found.append((dotted, value))
     return sorted(found)
+
+
+def _name_env_variable(err: ConfigError, env_values: list[tuple[str, EnvText]]) -> ConfigError:
+    """The error named after the environment variable that caused it, if one did.
+
+    ``SANIC_RT_SERVER__PORT: expected int, got 'abc'``: the file never had that value.
+    """
+    for dotted, value in env_values:
+        if dotted == err.key or dotted.startswith(err.key + "."):
+            expected, got, _ = err.expected.rpartition(", got ")
+            if not got:  # no value in the message
+                expected = err.expected
+            elif dotted.rpartition(".")[2] not in SECRET_KEYS:
+                expected += f", got {str(value)!r}"  # the text as typed, not its parsed type
+            if dotted != err.key:
+                expected = f"{err.key}: {expected}"
+            return ConfigError(value.variable, "", expected)
+    return err
 
 
 def _parse_env_value(text: str) -> Any:
@@ -328,7 +368,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(source, prefix + unknown[0], f"unknown key (known: {', '.join(fields)})")
+        what = "section" if cls is Config else "key"
+        raise ConfigError(
+            source, prefix + unknown[0], f"unknown {what} (known: {', '.join(fields)})"
+        )
     values = {}
     for name, value in raw.items():
         key = prefix + name
@@ -405,14 +448,30 @@ def _mask_value(key: str, value: Any) -> Any:
     return "***"
 
 
+#: Query parameters that carry credentials: redis-py passes every query
+#: parameter on as a connection argument (``password``, ``username``, ``ssl_password``).
+_CREDENTIAL_PARAM_PARTS = ("password", "username", "secret", "token")
+
+
 def _mask_url(url: str) -> str:
-    # Only the password part of a URL is secret; the host is useful when debugging.
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    """``url`` with its credentials as ``***``: the userinfo and credential query values.
+
+    The host, port, path and other parameters stay: they are useful when debugging.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(_mask_param(param) for param in parts.query.split("&"))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_param(param: str) -> str:
+    name, sep, _value = param.partition("=")
+    # Compared as redis-py reads it: percent-decoded (``pass%77ord`` is ``password``).
+    if sep and any(part in unquote_plus(name).lower() for part in _CREDENTIAL_PARAM_PARTS):
+        return f"{name}=***"
+    return param
 
 
 def documented_keys() -> list[tuple[str, Any, str]]:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_CODES = frozenset(
@@ -52,8 +53,16 @@ class AckError(Exception):
         return error(self.code, self.message, self.field)
 
 
-def ok(data: Any = None) -> dict[str, Any]:
-    return {"ok": True, "data": data}
+@dataclass(frozen=True)
+class Reply:
+    """A handler's answer with fields beside ``data`` in the ok envelope (e.g. ``forbidden``)."""
+
+    data: Any
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def ok(data: Any = None, **fields: Any) -> dict[str, Any]:
+    return {"ok": True, "data": data, **fields}
 
 
 def error(code: str, message: str, field: str | None = None) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from .config import Config
 from .plugin_manager import PluginHost
 from .presence import Presence
 from .presence_model import Connection, PublicView
+from .ratelimit import UserBudgets
+from .subscriptions import PresenceSubscriptions
 
 if TYPE_CHECKING:
     from .namespace import BaseNamespace
@@ -35,9 +37,13 @@ def user_room(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+#: rooms of this prefix resolve from ``Gateway.subscriptions``, not Socket.IO rooms
+PRESENCE_ROOM_PREFIX = "presence:"
+
+
 def presence_room(user_id: str) -> str:
     """The room that receives ``presence:update`` for ``user_id``."""
-    return f"presence:{user_id}"
+    return f"{PRESENCE_ROOM_PREFIX}{user_id}"
 
 
 class PresenceFeed:
@@ -69,6 +75,14 @@ class Gateway:
     namespaces: list[str] = field(default_factory=list)
     #: in-process listeners to every presence change this node announces (the dashboard)
     feed: PresenceFeed = field(default_factory=PresenceFeed)
+    #: this node's presence subscriptions and follows, all namespaces
+    subscriptions: PresenceSubscriptions = field(default_factory=PresenceSubscriptions)
+    #: per-user event budgets shared by a user's connections on this node
+    budgets: UserBudgets = field(init=False)
+
+    def __post_init__(self) -> None:
+        server = self.config.server
+        self.budgets = UserBudgets(server.user_events_per_second, server.user_events_burst)
 
     def namespace(self, path: str, kind: type[N] | None = None) -> N:
         """This app's instance of the namespace registered at ``path``.

@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sanic import Blueprint, Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import NotFound, SanicException
 from sanic.response import HTTPResponse, json
 
 from .backend import BackendUnavailable
@@ -122,6 +122,22 @@ def require_api_key(handler: Handler) -> Handler:
     return guarded  # type: ignore[return-value]
 
 
+#: What ``GET /`` and every non-API 404 answer: where to go instead of a blank page.
+POINTER = {
+    "service": "sanic-rt",
+    "socket_io_path": "/socket.io/",
+    "health": "/health",
+    "ready": "/ready",
+    "api": "/api/v1/",
+    "docs": "docs/REALTIME_SOCKET_EVENTS.md in the sanic-rt source (client events, HTTP API)",
+}
+
+
+@core.get("/")
+async def index(request: Request) -> HTTPResponse:
+    return json({"ok": True, "data": POINTER})
+
+
 @core.get("/health")
 async def health(request: Request) -> HTTPResponse:
     return json({"ok": True, "data": {"status": "up"}})
@@ -200,12 +216,24 @@ def key_matches(presented: bytes, keys: list[bytes]) -> bool:
 def bearer_key_matches(request: Request, keys: list[bytes]) -> bool:
     """Whether the request carries ``Authorization: Bearer <one of keys>``."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and key_matches(given.strip().encode(), keys)
+    presented = given.strip().encode()
+    # "Bearer" with nothing after it never matches, whatever the keys.
+    return scheme.lower() == "bearer" and bool(presented) and key_matches(presented, keys)
 
 
-def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None:
-    """Add the core routes, the API-key check and the envelope error handlers."""
+def install(
+    app: Sanic[Any, Any],
+    api_keys: list[str],
+    production: bool,
+    allowed_origins: Iterable[str] = (),
+) -> None:
+    """Add the core routes, the API-key check and the envelope error handlers.
+
+    ``allowed_origins`` (``[server] cors_allowed_origins``) are the browser
+    origins besides the server's own that may call the API while it is open.
+    """
     app.blueprint(core)
+    origins = frozenset(o.lower() for o in allowed_origins if o != "*")
     keys = [k.encode() for k in api_keys]
     if not keys:
         if production:
@@ -220,7 +248,7 @@ def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None
         if not keys:
             if production:
                 return json(error("not_found", "not found"), 404)
-            return None
+            return _refuse_cross_site(request, origins)
         if not bearer_key_matches(request, keys):
             return json(error("unauthorized", "missing or wrong API key"), 401)
         return None
@@ -240,6 +268,8 @@ def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None
         # Every /api/ answer uses the envelope, Sanic's own 404/405/413 too.
         # Elsewhere (/health, plugin pages) Sanic's default rendering stays.
         if not _is_api(request):
+            if isinstance(exc, NotFound):
+                return json(error("not_found", f"no route {request.path}") | {"data": POINTER}, 404)
             return request.app.error_handler.default(request, exc)
         status = getattr(exc, "status_code", 500) if isinstance(exc, SanicException) else 500
         if status >= 500:
@@ -248,6 +278,38 @@ def install(app: Sanic[Any, Any], api_keys: list[str], production: bool) -> None
         code = _CODE_FOR_STATUS.get(status, "bad_request")
         return json(error(code, str(exc) or code), status)
 
+
+def _refuse_cross_site(request: Request, origins: frozenset[str]) -> HTTPResponse | None:
+    """Keep the open (keyless, dev) API from being driven by other sites' pages.
+
+    A browser sends ``Origin`` with cross-site requests, and a ``text/plain``
+    POST needs no CORS preflight: without these checks any page the developer
+    visits could push notifications or disconnect users. Server-to-server
+    callers send no ``Origin``; ``"*"`` in cors_allowed_origins is for
+    Socket.IO only and does not open the API.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and not _same_origin(request, origin) and origin.lower() not in origins:
+        return json(error("forbidden", "origin not allowed"), 403)
+    if request.method == "POST" and not _json_or_nothing(request):
+        return json(error("bad_request", f"Content-Type must be {JSON_TYPE}"), 415)
+    return None
+
+
+def _json_or_nothing(request: Request) -> bool:
+    """A JSON body, or none (``POST .../disconnect``; clients label even that one
+    differently, and a browser sends ``Origin`` with every cross-site POST)."""
+    declared = request.headers.get("content-type", "")
+    return not request.body or declared.split(";")[0].strip().lower() == JSON_TYPE
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    _scheme, sep, netloc = origin.partition("://")
+    host = request.headers.get("host", "")
+    return bool(sep and host) and netloc.lower() == host.lower()
+
+
+JSON_TYPE = "application/json"
 
 # Status -> envelope code for Sanic's own HTTP errors under /api/.
 _CODE_FOR_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found"}

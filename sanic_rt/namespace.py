@@ -16,6 +16,7 @@ import contextlib
 import heapq
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,11 @@ import socketio
 
 from .auth import AuthenticatedUser, AuthError, device_from_handshake, token_from_handshake
 from .backend import BackendUnavailable
-from .envelope import AckError, error, ok
+from .envelope import AckError, Reply, error, ok
 from .gateway import presence_room, user_room
 from .presence import TooManyConnections
 from .presence_model import STATUSES
+from .ratelimit import TokenBucket, event_cost
 from .recovery import Recovery, Session, restorable_rooms
 from .tasks import BackgroundTasks
 from .validation import Choice, Id, IdList, validate
@@ -46,36 +48,23 @@ def handler_name(event: str) -> str:
     return "on_" + event.translate(_TRANSLATE)
 
 
-class TokenBucket:
-    __slots__ = ("allowance", "burst", "rate", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.allowance = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.allowance = min(self.burst, self.allowance + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True
+#: the ``authorize`` action asked before presence is read (query and subscribe)
+PRESENCE_READ = "presence.read"
 
 
 @dataclass(slots=True)
 class ConnState:
     """Per-connection state, in the namespace's ``_conns`` by sid.
 
-    Slotted, and the sets immutable and shared while empty: one of these lives
-    for every idle connection (docs/performance.md, RSS per connection).
+    Slotted: one of these lives for every idle connection (docs/performance.md,
+    RSS per connection). Presence subscriptions and follows live in
+    ``gateway.subscriptions``.
     """
 
     user: AuthenticatedUser
     bucket: TokenBucket
-    subscriptions: frozenset[str] = frozenset()
-    follows: frozenset[str] = frozenset()
+    #: the user's budget, shared by its connections on this node
+    user_bucket: TokenBucket
     #: when the token's expiry closes this connection (wall clock; None: never)
     expires_at: float | None = None
 
@@ -130,7 +119,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         state = self._conns.get(sid)
         if state is None:
             return error("forbidden", "not connected")
-        if not state.bucket.take():
+        if not _charge(state, event_cost(event, data)):
             return error("rate_limited", "too many events; slow down")
         handler = getattr(self, handler_name(event), None)
         if handler is None:
@@ -138,7 +127,10 @@ class BaseNamespace(socketio.AsyncNamespace):
         try:
             if event not in PASSIVE_EVENTS and event != "ping":
                 await self.presence.activity(state.user.user_id, sid)
-            return ok(await handler(sid, data))
+            result = await handler(sid, data)
+            if isinstance(result, Reply):
+                return ok(result.data, **result.fields)
+            return ok(result)
         except AckError as err:
             return err.envelope()
         except BackendUnavailable:
@@ -159,7 +151,9 @@ class BaseNamespace(socketio.AsyncNamespace):
             # client waiting or a half-registered connection behind.
             log.exception("connect to %s failed", self.namespace)
             state = self._conns.pop(sid, None)
+            self.gateway.subscriptions.drop(self.namespace, sid)
             if state is not None:
+                self.gateway.budgets.release(state.user.user_id)
                 with contextlib.suppress(Exception):
                     await self.presence.disconnect(state.user.user_id, sid)
             self.presence.forget_local(sid)
@@ -190,15 +184,12 @@ class BaseNamespace(socketio.AsyncNamespace):
             limit = gw.config.auth.max_connections_per_user
             return self._refuse("too_many_connections", f"at most {limit} connections", user_id)
         server = gw.config.server
-        state = ConnState(user, TokenBucket(server.events_per_second, server.events_burst))
+        bucket = TokenBucket(server.events_per_second, server.events_burst)
+        state = ConnState(user, bucket, gw.budgets.acquire(user_id))
         self._conns[sid] = state
         session = await self._claim_session(sid, user_id, auth)
         await self.enter_room(sid, user_room(user_id))
-        followed = follows - {user_id}
-        if followed:  # else keep the shared empty default: frozenset(set()) is a new object
-            state.follows = frozenset(followed)
-        for followed_id in state.follows:
-            await self.enter_room(sid, presence_room(followed_id))
+        gw.subscriptions.follow(self.namespace, sid, user_id, follows - {user_id})
         if session is not None:
             await self._restore_session(sid, state, session)
         self._schedule_expiry(sid, state)
@@ -221,6 +212,8 @@ class BaseNamespace(socketio.AsyncNamespace):
             return
         state.expires_at = None
         await self._keep_session(sid, state, reason)
+        self.gateway.subscriptions.drop(self.namespace, sid)
+        self.gateway.budgets.release(state.user.user_id)
         try:
             await self.presence.disconnect(state.user.user_id, sid)
         except BackendUnavailable:
@@ -249,16 +242,28 @@ class BaseNamespace(socketio.AsyncNamespace):
         for room in session.rooms:
             if not room.startswith(presence_room("")):
                 await self.enter_room(sid, room)
-        limit = self.gateway.config.presence.max_subscriptions
-        await self._subscribe(sid, state, set(session.subscriptions[:limit]))
+        await self._resubscribe(sid, state, session.subscriptions)
         await self.server.recovery.catch_up(sid, session)
+
+    async def _resubscribe(self, sid: str, state: ConnState, user_ids: list[str]) -> None:
+        """A recovered session's subscriptions, within today's caps and policy."""
+        index, user_id = self.gateway.subscriptions, state.user.user_id
+        presence = self.gateway.config.presence
+        room = presence.max_subscriptions_per_user - index.count_for_user(user_id)
+        wanted = user_ids[: max(0, min(presence.max_subscriptions, room))]
+        allowed, _forbidden = await self._readable(sid, wanted)
+        index.subscribe(self.namespace, sid, user_id, allowed)
 
     async def _keep_session(self, sid: str, state: ConnState, reason: str | None) -> None:
         recovery = self.server.recovery
         if recovery is None or recovery.pid_of(sid) is None:
             return
-        rooms = restorable_rooms(self.rooms(sid), sid)
-        subscriptions = sorted(state.subscriptions)
+        index = self.gateway.subscriptions
+        # Presence rooms live in the subscription index, not in rooms(sid); the
+        # session lists them so that missed presence updates are matched to it.
+        watched = sorted(index.watched(self.namespace, sid))
+        rooms = restorable_rooms(self.rooms(sid), sid) + [presence_room(u) for u in watched]
+        subscriptions = sorted(index.explicit(self.namespace, sid))
         session = Session(state.user.user_id, self.namespace, sid, rooms, subscriptions)
         await recovery.persist(sid, session, reason)
 
@@ -336,34 +341,37 @@ class BaseNamespace(socketio.AsyncNamespace):
         self._schedule_expiry(sid, state)
         return {"exp": exp}
 
-    async def on_presence_query(self, sid: str, data: Any) -> dict[str, Any]:
+    async def on_presence_query(self, sid: str, data: Any) -> Reply:
         payload = validate(data, {"user_ids": IdList(max_items=MAX_QUERY_IDS)})
-        return await self._snapshot(sid, payload["user_ids"])
+        allowed, forbidden = await self._readable(sid, payload["user_ids"])
+        return _with_forbidden(await self._snapshot(sid, allowed), forbidden)
 
-    async def on_presence_subscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        limit = self.gateway.config.presence.max_subscriptions
+    async def on_presence_subscribe(self, sid: str, data: Any) -> Reply:
+        presence = self.gateway.config.presence
+        limit = presence.max_subscriptions
         payload = validate(data, {"user_ids": IdList(max_items=limit)})
-        state = self._conns[sid]
-        wanted = set(payload["user_ids"])
-        if len(state.subscriptions | wanted) > limit:
+        allowed, forbidden = await self._readable(sid, payload["user_ids"])
+        index, user_id = self.gateway.subscriptions, self.user(sid).user_id
+        current = index.explicit(self.namespace, sid)
+        new = [u for u in allowed if u not in current]
+        if len(current) + len(new) > limit:
             raise AckError("bad_request", f"at most {limit} subscriptions", field="user_ids")
-        await self._subscribe(sid, state, wanted)
-        return await self._snapshot(sid, payload["user_ids"])
-
-    async def _subscribe(self, sid: str, state: ConnState, wanted: set[str]) -> None:
-        for user_id in wanted - state.subscriptions:
-            await self.enter_room(sid, presence_room(user_id))
-        state.subscriptions |= wanted  # a new frozenset: the empty default is shared
+        per_user = presence.max_subscriptions_per_user
+        if index.count_for_user(user_id) + len(new) > per_user:
+            raise AckError(
+                "bad_request",
+                f"at most {per_user} subscriptions per user on this server",
+                field="user_ids",
+            )
+        index.subscribe(self.namespace, sid, user_id, new)
+        return _with_forbidden(await self._snapshot(sid, allowed), forbidden)
 
     async def on_presence_unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
         limit = self.gateway.config.presence.max_subscriptions
         payload = validate(data, {"user_ids": IdList(max_items=limit)})
-        state = self._conns[sid]
-        for user_id in set(payload["user_ids"]) & state.subscriptions:
-            state.subscriptions -= {user_id}
-            if user_id not in state.follows:
-                await self.leave_room(sid, presence_room(user_id))
-        return {"user_ids": sorted(state.subscriptions)}
+        index = self.gateway.subscriptions
+        index.unsubscribe(self.namespace, sid, payload["user_ids"])
+        return {"user_ids": sorted(index.explicit(self.namespace, sid))}
 
     async def on_presence_set_status(self, sid: str, data: Any) -> dict[str, Any]:
         payload = validate(data, {"status": Choice(choices=STATUSES)})
@@ -372,10 +380,26 @@ class BaseNamespace(socketio.AsyncNamespace):
 
     async def _snapshot(self, sid: str, user_ids: list[str]) -> dict[str, Any]:
         viewer = self.user(sid).user_id
-        records = await self.presence.get_many(user_ids)
+        records = await self.presence.get_many(user_ids) if user_ids else {}
         return {uid: records[uid].view_for(viewer) for uid in user_ids}
 
+    async def _readable(self, sid: str, user_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(allowed, forbidden) ids by the plugins' ``authorize`` for ``presence.read``."""
+        allowed = await self.gateway.plugins.allowed_ids(
+            self.user(sid), self.namespace, PRESENCE_READ, user_ids
+        )
+        if len(allowed) == len(user_ids):
+            return user_ids, []
+        return (
+            [u for u in user_ids if u in allowed],
+            [u for u in user_ids if u not in allowed],
+        )
+
     # --- helpers for plugin namespaces ------------------------------------------
+
+    def in_room(self, sid: str, room: str) -> bool:
+        """Whether this connection is in ``room`` on this namespace (O(1), no scan)."""
+        return bool(self.server.manager.in_room(sid, self.namespace, room))
 
     async def authorize(self, sid: str, action: str, resource: Any) -> None:
         """Raise ``forbidden`` unless every plugin allows ``action`` on ``resource``."""
@@ -383,3 +407,19 @@ class BaseNamespace(socketio.AsyncNamespace):
             self.user(sid), self.namespace, action, resource
         ):
             raise AckError("forbidden", f"{action} not allowed")
+
+
+def _charge(state: ConnState, cost: int) -> bool:
+    """Take ``cost`` from the connection's and the user's buckets, or from neither."""
+    if not state.bucket.take(cost):
+        return False
+    if not state.user_bucket.take(cost):
+        state.bucket.give_back(cost)
+        return False
+    return True
+
+
+def _with_forbidden(data: dict[str, Any], forbidden: Iterable[str]) -> Reply:
+    # Beside ``data``, not in it: ``data`` is keyed by user id, and any string is one.
+    forbidden = list(forbidden)
+    return Reply(data, {"forbidden": forbidden} if forbidden else {})

@@ -350,6 +350,24 @@ class PluginHost:
                 allowed = False
         return allowed
 
+    async def allowed_ids(self, user: Any, namespace: str, action: str, ids: list[str]) -> set[str]:
+        """The ids of ``ids`` every plugin's ``authorize`` allows ``action`` on.
+
+        The hook gets the whole list as ``resource`` and answers for all of it
+        (``True``/``None``: allow, ``False``: deny) or with a collection of the
+        allowed ids (any other id is denied). Answers combine as an intersection.
+        """
+        allowed = set(ids)
+        for result in self._results_per_plugin(
+            "authorize", user=user, namespace=namespace, action=action, resource=list(ids)
+        ):
+            answer = await await_me_maybe(result)
+            if answer is False:
+                return set()
+            if answer is not None and answer is not True:
+                allowed.intersection_update(str(i) for i in answer)
+        return allowed
+
     async def follows(self, user: Any, namespace: str, claims: dict[str, Any]) -> set[str]:
         followed: set[str] = set()
         for result in self._results_per_plugin(

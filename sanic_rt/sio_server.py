@@ -18,6 +18,13 @@ it for every namespace connect); its ``wsgi.input`` holds a request-body reader
 whose class python-engineio's ASGI driver builds per request: ~3.3 KB per idle
 connection for a body nobody reads again (docs/performance.md).
 
+sanic-rt uses no binary events. python-socketio buffers a binary packet's
+attachments without limit until the count its header announced has arrived,
+so a binary EVENT/ACK or any binary frame closes that Engine.IO session
+(docs/security.md). An Engine.IO session with no namespace connection is
+closed after ``[server] connect_timeout``: a refused client must not keep
+its session (and its memory) alive by answering pings.
+
 Websocket packets are read and written without python-engineio's per-packet
 task and timers (sanic_rt/engineio_ws.py).
 """
@@ -25,6 +32,9 @@ task and timers (sanic_rt/engineio_ws.py).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import logging
+import time
 from typing import Any
 
 import socketio
@@ -36,8 +46,17 @@ from .engineio_ws import GatewayEngineIOServer
 from .namespace import handler_name
 from .recovery import Recovery
 
+log = logging.getLogger("sanic_rt.server")
+_BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+
 
 class GatewayServer(socketio.AsyncServer):
+    def __init__(self, *args: Any, connect_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: seconds an Engine.IO session may live without a namespace connection; None: forever
+        self.connect_timeout = connect_timeout
+        self._connect_deadlines = ConnectDeadlines()
+
     def _engineio_server_class(self) -> type:
         # python-socketio's factory for its Engine.IO server (async_server.py).
         return GatewayEngineIOServer
@@ -45,7 +64,53 @@ class GatewayServer(socketio.AsyncServer):
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
+        self._connect_deadlines.watch(self, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> Any:
+        # Upstream (socketio/async_server.py, _handle_eio_message) keeps a binary
+        # packet in self._binary_packet and appends every following frame to it:
+        # refuse before anything is buffered.
+        if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in _BINARY_TYPES):
+            if eio_sid in self.eio.sockets:  # frames already in flight find it gone
+                log.warning("closed Engine.IO session: binary packets are not accepted")
+                await self.close_session(eio_sid)
+            return None
+        return await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
+        await super()._handle_disconnect(eio_sid, namespace, reason)
+        self._watch_if_empty(eio_sid)
+
+    async def disconnect(self, sid: str, namespace: str | None = None, **kwargs: Any) -> None:
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace or "/")
+        await super().disconnect(sid, namespace, **kwargs)
+        if eio_sid is not None:  # a connection on this node, closed by the server
+            self._watch_if_empty(eio_sid)
+
+    def _watch_if_empty(self, eio_sid: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and not socket.closing and not self.has_namespace(eio_sid):
+            # Its last namespace gone, the session gets connect_timeout to connect again.
+            self._connect_deadlines.watch(self, eio_sid)
+
+    async def close_session(self, eio_sid: str) -> None:
+        """Close an Engine.IO session and its transport now."""
+        socket = self.eio.sockets.get(eio_sid)
+        await self.eio.disconnect(eio_sid)
+        if socket is not None and socket.upgraded:
+            # The websocket's writer task ends on None and then closes the
+            # websocket itself (engineio/async_socket.py, _websocket_handler).
+            socket.queue.put_nowait(None)
+
+    def has_namespace(self, eio_sid: str) -> bool:
+        """Whether the Engine.IO session holds a namespace connection that completed."""
+        manager = self.manager
+        for namespace in list(manager.get_namespaces()):
+            sid = manager.sid_from_eio_sid(eio_sid, namespace)
+            if sid is not None and manager.is_connected(sid, namespace):
+                return True
+        return False
 
     #: seconds an emit through the cluster manager may take; None without one
     emit_timeout: float | None = None
@@ -116,3 +181,38 @@ class GatewayServer(socketio.AsyncServer):
             return True
         handler = self.namespace_handlers.get(namespace)
         return handler is not None and hasattr(handler, handler_name(event))
+
+
+class ConnectDeadlines:
+    """One timer over a heap of (deadline, eio sid), like the token-expiry heap.
+
+    No task or timer per session: a session is looked at once, at its deadline,
+    and closed if by then it holds no namespace connection.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, server: GatewayServer, eio_sid: str) -> None:
+        timeout = server.connect_timeout
+        if timeout is None:
+            return
+        heapq.heappush(self._heap, (time.monotonic() + timeout, eio_sid))
+        if self._timer is None:
+            self._arm(server)
+
+    def _arm(self, server: GatewayServer) -> None:
+        if self._heap:
+            delay = max(0.0, self._heap[0][0] - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due, server)
+
+    def _due(self, server: GatewayServer) -> None:
+        self._timer = None
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            _, eio_sid = heapq.heappop(self._heap)
+            if eio_sid in server.eio.sockets and not server.has_namespace(eio_sid):
+                log.info("closed Engine.IO session: no namespace connection within the timeout")
+                server.start_background_task(server.close_session, eio_sid)
+        self._arm(server)

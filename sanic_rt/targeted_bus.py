@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .backend import BackendUnavailable
+from .gateway import PRESENCE_ROOM_PREFIX
 from .stream_manager import StreamManager
 
 log = logging.getLogger("sanic_rt.targeted_bus")
@@ -91,6 +92,10 @@ class TargetedStreamManager(StreamManager):
             if room is None:
                 return await self._live_nodes()
             rooms = [room] if isinstance(room, str) else list(room)
+            if any(str(r).startswith(PRESENCE_ROOM_PREFIX) for r in rooms):
+                # Presence subscribers live in the subscription index, not in rooms
+                # this node registers (sanic_rt/room_index.py): every live node.
+                return await self._live_nodes()
         elif method == "close_room":
             rooms = [data["room"]]
         else:  # disconnect, enter_room, leave_room: the node holding the sid

@@ -98,17 +98,13 @@ def test_private_key_that_is_not_a_key(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_dev_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
-    first = cli("token", "alice", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    key_file = tmp_path / ".sanic-rt" / "dev.key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    key = key_file.read_text().strip()
-    assert len(key) >= 32
-    second = cli("token", "bob", cwd=tmp_path)
-    assert key_file.read_text().strip() == key
-    for done, user in ((first, "alice"), (second, "bob")):
-        assert jwt.decode(done.stdout.strip(), key, algorithms=["HS256"])["sub"] == user
+def test_token_without_a_dev_server_refuses_and_makes_no_key(tmp_path: Path) -> None:
+    # A new key would sign tokens that the dev server (with its own key) refuses.
+    done = cli("token", "alice", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no dev key" in lines[0] and "sanic-rt serve" in lines[0]
+    assert not (tmp_path / ".sanic-rt").exists()
 
 
 async def test_dev_mode_serve_and_token_share_the_key(tmp_path: Path, clients) -> None:
@@ -125,6 +121,14 @@ async def test_dev_mode_serve_and_token_share_the_key(tmp_path: Path, clients) -
         assert done.returncode == 0, done.stderr
         await assert_connects(clients, f"http://{HOST}:{port}", done.stdout.strip(), "/chats")
         assert key_file.read_text() == key
+        # From a directory below the server's, the token finds the same key.
+        below = tmp_path / "src" / "app"
+        below.mkdir(parents=True)
+        done = cli("token", "bob", cwd=below)
+        assert done.returncode == 0, done.stderr
+        assert jwt.decode(done.stdout.strip(), key.strip(), algorithms=["HS256"])["sub"] == "bob"
+        await assert_connects(clients, f"http://{HOST}:{port}", done.stdout.strip(), "/chats")
+        assert not (below / ".sanic-rt").exists()
     finally:
         server.stop()
 

@@ -13,12 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
     pip = [sys.executable, "-m", "pip", "-q"]
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(ROOT)],
+    build_args = ["wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)]
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", *build_args, str(ROOT)],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    # e.g. setuptools' "`project.license` as a TOML table is deprecated"
+    assert "deprecated" not in (build.stdout + build.stderr).lower()
     (wheel,) = wheel_dir.glob("sanic_rt-*.whl")
     subprocess.run(
         [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],

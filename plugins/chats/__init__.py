@@ -31,10 +31,27 @@ from sanic_rt.api import (
 PATH = "/chats"
 MEMBERSHIPS = ("claim", "open")
 DEFAULT_MAX_TEXT_LENGTH = 4000
+DEFAULT_MAX_CONVERSATIONS = 500
+ROOM_PREFIX = "conv:"
 
 
 def conversation_room(conversation_id: str) -> str:
-    return f"conv:{conversation_id}"
+    return f"{ROOM_PREFIX}{conversation_id}"
+
+
+#: Namespace of message ids derived from a client_id (any fixed UUID would do).
+_MESSAGE_IDS = uuid.UUID("5d1c4d4e-3b9a-4c5e-9a57-2f0d8c6e7b10")
+
+
+def message_id(sender_id: str, conversation_id: str, client_id: str | None) -> str:
+    """The message's id: the same for every retry of one ``client_id``, else random.
+
+    A retry after an ``unavailable`` ack may duplicate a message that other
+    nodes got anyway (a stalled bus); receivers drop an id they already have.
+    """
+    if client_id is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_MESSAGE_IDS, f"{sender_id}\0{conversation_id}\0{client_id}").hex
 
 
 class ChatsNamespace(BaseNamespace):
@@ -49,15 +66,25 @@ class ChatsNamespace(BaseNamespace):
     def _joined(self, sid: str, data: Any, **fields: Any) -> dict[str, Any]:
         """Validate ``data`` and require that this connection joined its conversation."""
         payload = validate(data, {"conversation_id": Id(), **fields})
-        if conversation_room(payload["conversation_id"]) not in self.rooms(sid):
+        if not self.in_room(sid, conversation_room(payload["conversation_id"])):
             raise AckError("forbidden", "join the conversation first", field="conversation_id")
         return payload
 
     async def on_chat_join(self, sid: str, data: Any) -> dict[str, Any]:
         conversation_id = validate(data, {"conversation_id": Id()})["conversation_id"]
         await self.authorize(sid, "join", conversation_id)
-        await self.enter_room(sid, conversation_room(conversation_id))
+        room = conversation_room(conversation_id)
+        limit = self.settings["max_conversations_per_connection"]
+        if not self.in_room(sid, room) and self._joined_count(sid) >= limit:
+            raise AckError(
+                "bad_request", f"at most {limit} conversations joined", field="conversation_id"
+            )
+        await self.enter_room(sid, room)
         return {"conversation_id": conversation_id}
+
+    def _joined_count(self, sid: str) -> int:
+        # rooms(sid) costs as many as this connection's own rooms (sanic_rt/room_index.py).
+        return sum(1 for room in self.rooms(sid) if room.startswith(ROOM_PREFIX))
 
     async def on_chat_leave(self, sid: str, data: Any) -> dict[str, Any]:
         conversation_id = validate(data, {"conversation_id": Id()})["conversation_id"]
@@ -68,10 +95,11 @@ class ChatsNamespace(BaseNamespace):
         payload = self._joined(sid, data, **self.message_fields)
         if not payload["text"].strip():
             raise AckError("bad_request", "text: must not be empty", field="text")
+        sender_id = self.user(sid).user_id
         message = {
-            "id": uuid.uuid4().hex,
+            "id": message_id(sender_id, payload["conversation_id"], payload["client_id"]),
             "conversation_id": payload["conversation_id"],
-            "sender_id": self.user(sid).user_id,
+            "sender_id": sender_id,
             "text": payload["text"],
             "sent_at": time.time(),
             "client_id": payload["client_id"],
@@ -128,6 +156,9 @@ def configure(settings: dict[str, Any], config: Any) -> dict[str, Any]:
             "membership": Choice(choices=MEMBERSHIPS, optional=True, default=default_membership),
             "max_text_length": Int(
                 min_value=1, max_value=1_000_000, optional=True, default=DEFAULT_MAX_TEXT_LENGTH
+            ),
+            "max_conversations_per_connection": Int(
+                min_value=1, max_value=1_000_000, optional=True, default=DEFAULT_MAX_CONVERSATIONS
             ),
         },
     )

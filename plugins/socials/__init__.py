@@ -5,10 +5,16 @@ claim (through the ``follows`` hook, so another plugin can add a deployment's
 own social graph); the core joins it to their presence rooms when it connects,
 so ``presence:update`` arrives for them on every node, invisible users hidden.
 ``POST /api/v1/socials/events`` sends ``social:event`` to listed users.
+
+``[plugins.socials] presence_visibility = "friends"`` restricts presence reads
+(``presence:query`` and ``presence:subscribe``, on every namespace) to the ids
+in the token's friends claim and the user themself, through the ``authorize``
+hook; ``"everyone"`` (the default) leaves them open.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,6 +23,7 @@ from sanic.response import HTTPResponse
 
 from sanic_rt.api import (
     BaseNamespace,
+    Choice,
     Id,
     IdList,
     Int,
@@ -29,6 +36,11 @@ from sanic_rt.api import (
 )
 
 PATH = "/socials"
+VISIBILITIES = ("everyone", "friends")
+PRESENCE_READ = "presence.read"  # the authorize action of presence:query and presence:subscribe
+log = logging.getLogger("sanic_rt.plugins.socials")
+#: (claim, type) pairs already warned about: one line each, however many connections
+_warned: set[tuple[str, str]] = set()
 
 
 class SocialsNamespace(BaseNamespace):
@@ -43,6 +55,7 @@ def configure(settings: dict[str, Any]) -> dict[str, Any]:
             "friends_claim": Id(max_length=64, optional=True, default="friends"),
             "max_friends": Int(min_value=0, max_value=100_000, optional=True, default=1000),
             "max_user_ids": Int(min_value=1, max_value=100_000, optional=True, default=500),
+            "presence_visibility": Choice(choices=VISIBILITIES, optional=True, default="everyone"),
         },
     )
 
@@ -56,8 +69,30 @@ def register_namespaces(register: Any) -> None:
 def follows(namespace: str, claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     if namespace != PATH:
         return []
-    friends = claims.get(settings["friends_claim"])
+    return _friends(claims, settings)
+
+
+@hookimpl
+def authorize(user: Any, action: str, settings: dict[str, Any]) -> Any:
+    if action != PRESENCE_READ or settings["presence_visibility"] == "everyone":
+        return None
+    # The allowed ids; the core leaves the others out and lists them as forbidden.
+    return {user.user_id, *_friends(user.claims, settings)}
+
+
+def _friends(claims: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    name = settings["friends_claim"]
+    friends = claims.get(name)
+    if friends is None:
+        return []
     if not isinstance(friends, list):
+        # Say so: a string would otherwise look like "no friends online" to the user.
+        warning = (name, type(friends).__name__)
+        if warning not in _warned:
+            _warned.add(warning)
+            log.warning(
+                "/socials: claim %r is a %s, not a list of ids: no presence followed", *warning
+            )
         return []
     # The token is signed, so the list is trusted; the cap bounds rooms per connection.
     ids = [str(f) for f in friends if isinstance(f, str | int) and not isinstance(f, bool)]

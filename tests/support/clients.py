@@ -110,7 +110,7 @@ async def http(
         kwargs: dict[str, Any] = {"headers": headers}
         if raw is not None:
             kwargs["data"] = raw
-            headers["Content-Type"] = "application/json"
+            headers.setdefault("Content-Type", "application/json")
         elif body is not None:
             kwargs["json"] = body
         async with session.request(method, url, **kwargs) as resp:
