@@ -57,7 +57,6 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         )
     if config.cluster.manager in ("redis", "redis-streams"):
         check_bus_url(config)
-    check_events_topology(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -114,7 +113,8 @@ def check_bus_url(config: Config) -> None:
         target = parse_redis_url(config.cluster.url or config.presence.redis.url)
     except ValueError as err:
         raise ConfigError(config.source, key, str(err)) from None
-    if target.topology == "cluster":
+    streams = config.cluster.manager == "redis-streams"
+    if target.topology == "cluster" and not streams:
         # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
         # and python-socketio's manager cannot follow a cluster anyway.
         raise ConfigError(
@@ -123,31 +123,17 @@ def check_bus_url(config: Config) -> None:
             f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
             'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
         )
-    if config.cluster.manager == "redis-streams" and target.topology != "single":
-        # stream_manager.redis_client builds a plain client (from_url) so far
-        raise ConfigError(
-            config.source, key, '"redis-streams" runs on one Redis server only (not wired yet)'
-        )
-    if target.topology == "sentinel" and target.tls:
-        raise ConfigError(
-            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
-        )
-
-
-def check_events_topology(config: Config) -> None:
-    """Webhooks read the shards' event streams in one multi-key XREADGROUP: not on a Cluster."""
-    if config.presence.backend != "redis" or not config.events.webhook.url:
-        return
-    try:
-        topology = parse_redis_url(config.presence.redis.url).topology
-    except ValueError:
-        return  # the backend names the bad URL
-    if topology == "cluster":
+    if target.topology == "cluster" and config.cluster.routing == "targeted":
+        # Targeted routing reads several room sets in one SUNION: they cross slots.
         raise ConfigError(
             config.source,
-            "events.webhook.url",
-            "webhooks are not available on a Redis Cluster URL yet "
-            "(one XREADGROUP over every shard's stream crosses slots)",
+            "cluster.routing",
+            f'"targeted" cannot run on the Redis Cluster URL of {key} (its room sets '
+            'cross slots): use routing = "broadcast"',
+        )
+    if target.topology == "sentinel" and target.tls and not streams:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
         )
 
 
