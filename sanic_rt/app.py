@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import socketio
 from sanic import Sanic
 
-from . import http_api, operations
+from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .body_limit import limit_body_size
 from .config import Config, ConfigError, ServerConfig, load_config
@@ -293,6 +293,7 @@ def create_app(
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
+        json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
         logger=False,
         engineio_logger=False,
     )
