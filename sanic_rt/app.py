@@ -17,14 +17,14 @@ from urllib.parse import parse_qs
 import socketio
 from sanic import Sanic
 
-from . import http_api, operations
+from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .body_limit import limit_body_size
 from .config import Config, ConfigError, ServerConfig, load_config
 from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
-from .managers import RedisManager
+from .managers import RedisManager, close_manager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
@@ -56,7 +56,6 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         )
     if config.cluster.manager in ("redis", "redis-streams"):
         check_bus_url(config)
-    check_events_topology(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -113,7 +112,8 @@ def check_bus_url(config: Config) -> None:
         target = parse_redis_url(config.cluster.url or config.presence.redis.url)
     except ValueError as err:
         raise ConfigError(config.source, key, str(err)) from None
-    if target.topology == "cluster":
+    streams = config.cluster.manager == "redis-streams"
+    if target.topology == "cluster" and not streams:
         # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
         # and python-socketio's manager cannot follow a cluster anyway.
         raise ConfigError(
@@ -122,31 +122,17 @@ def check_bus_url(config: Config) -> None:
             f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
             'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
         )
-    if config.cluster.manager == "redis-streams" and target.topology != "single":
-        # stream_manager.redis_client builds a plain client (from_url) so far
-        raise ConfigError(
-            config.source, key, '"redis-streams" runs on one Redis server only (not wired yet)'
-        )
-    if target.topology == "sentinel" and target.tls:
-        raise ConfigError(
-            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
-        )
-
-
-def check_events_topology(config: Config) -> None:
-    """Webhooks read the shards' event streams in one multi-key XREADGROUP: not on a Cluster."""
-    if config.presence.backend != "redis" or not config.events.webhook.url:
-        return
-    try:
-        topology = parse_redis_url(config.presence.redis.url).topology
-    except ValueError:
-        return  # the backend names the bad URL
-    if topology == "cluster":
+    if target.topology == "cluster" and config.cluster.routing == "targeted":
+        # Targeted routing reads several room sets in one SUNION: they cross slots.
         raise ConfigError(
             config.source,
-            "events.webhook.url",
-            "webhooks are not available on a Redis Cluster URL yet "
-            "(one XREADGROUP over every shard's stream crosses slots)",
+            "cluster.routing",
+            f'"targeted" cannot run on the Redis Cluster URL of {key} (its room sets '
+            'cross slots): use routing = "broadcast"',
+        )
+    if target.topology == "sentinel" and target.tls and not streams:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
         )
 
 
@@ -329,6 +315,7 @@ def create_app(
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
+        json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
         logger=False,
         engineio_logger=False,
     )
@@ -400,6 +387,7 @@ def create_app(
         await plugins.notify("shutdown", app=app)
         await presence.close()
         await events.close()
+        await close_manager(sio.manager)
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app)
     host = None if standalone else app

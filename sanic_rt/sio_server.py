@@ -24,6 +24,9 @@ so a binary EVENT/ACK or any binary frame closes that Engine.IO session
 (docs/security.md). An Engine.IO session with no namespace connection is
 closed after ``[server] connect_timeout``: a refused client must not keep
 its session (and its memory) alive by answering pings.
+
+Websocket packets are read and written without python-engineio's per-packet
+task and timers (sanic_rt/engineio_ws.py).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from socketio import packet
 
 from . import metrics
 from .backend import BackendUnavailable
+from .engineio_ws import GatewayEngineIOServer
 from .namespace import handler_name
 from .recovery import Recovery
 
@@ -52,6 +56,10 @@ class GatewayServer(socketio.AsyncServer):
         #: seconds an Engine.IO session may live without a namespace connection; None: forever
         self.connect_timeout = connect_timeout
         self._connect_deadlines = ConnectDeadlines()
+
+    def _engineio_server_class(self) -> type:
+        # python-socketio's factory for its Engine.IO server (async_server.py).
+        return GatewayEngineIOServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         # A connect is always a GET: its body was never read and never will be.
