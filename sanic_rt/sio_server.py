@@ -62,6 +62,8 @@ class GatewayServer(socketio.AsyncServer):
         return GatewayEngineIOServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # Extends socketio/async_server.py AsyncServer._handle_eio_connect (private),
+        # which keeps ``environ`` for the connection's life.
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
         self._connect_deadlines.watch(self, eio_sid)
@@ -144,6 +146,9 @@ class GatewayServer(socketio.AsyncServer):
             raise BackendUnavailable("the cluster message bus did not answer") from None
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str | None = None) -> None:
+        # Extends socketio/async_server.py AsyncServer._handle_eio_disconnect (private);
+        # the wake-up uses engineio/async_socket.py AsyncSocket.queue, whose None
+        # ends a pending long-poll GET (tests/test_transports.py fails without it).
         await super()._handle_eio_disconnect(eio_sid, reason)
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None and not socket.upgraded:
