@@ -17,18 +17,17 @@ from urllib.parse import parse_qs
 import socketio
 from sanic import Sanic
 
-from . import http_api, operations
+from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .body_limit import limit_body_size
 from .config import Config, ConfigError, ServerConfig, load_config
 from .events import PresenceEvents
 from .gateway import Gateway
 from .logs import quiet_socketio_logs
-from .managers import RedisManager
+from .managers import RedisManager, close_manager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
-from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery
 from .redis_connect import parse_redis_url
 from .room_index import indexed_manager
@@ -57,7 +56,6 @@ def check_deployment(config: Config, backend_shared: bool) -> None:
         )
     if config.cluster.manager in ("redis", "redis-streams"):
         check_bus_url(config)
-    check_events_topology(config)
     if not backend_shared and (server.workers > 1 or config.cluster.manager):
         raise ConfigError(
             src,
@@ -114,7 +112,8 @@ def check_bus_url(config: Config) -> None:
         target = parse_redis_url(config.cluster.url or config.presence.redis.url)
     except ValueError as err:
         raise ConfigError(config.source, key, str(err)) from None
-    if target.topology == "cluster":
+    streams = config.cluster.manager == "redis-streams"
+    if target.topology == "cluster" and not streams:
         # PUBLISH on a cluster reaches every node through the cluster bus: no scaling,
         # and python-socketio's manager cannot follow a cluster anyway.
         raise ConfigError(
@@ -123,31 +122,17 @@ def check_bus_url(config: Config) -> None:
             f'"redis" (pub/sub) cannot run on the Redis Cluster URL of {key}: '
             'use manager = "redis-streams", or a [cluster] url of one server or Sentinel',
         )
-    if config.cluster.manager == "redis-streams" and target.topology != "single":
-        # stream_manager.redis_client builds a plain client (from_url) so far
-        raise ConfigError(
-            config.source, key, '"redis-streams" runs on one Redis server only (not wired yet)'
-        )
-    if target.topology == "sentinel" and target.tls:
-        raise ConfigError(
-            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
-        )
-
-
-def check_events_topology(config: Config) -> None:
-    """Webhooks read the shards' event streams in one multi-key XREADGROUP: not on a Cluster."""
-    if config.presence.backend != "redis" or not config.events.webhook.url:
-        return
-    try:
-        topology = parse_redis_url(config.presence.redis.url).topology
-    except ValueError:
-        return  # the backend names the bad URL
-    if topology == "cluster":
+    if target.topology == "cluster" and config.cluster.routing == "targeted":
+        # Targeted routing reads several room sets in one SUNION: they cross slots.
         raise ConfigError(
             config.source,
-            "events.webhook.url",
-            "webhooks are not available on a Redis Cluster URL yet "
-            "(one XREADGROUP over every shard's stream crosses slots)",
+            "cluster.routing",
+            f'"targeted" cannot run on the Redis Cluster URL of {key} (its room sets '
+            'cross slots): use routing = "broadcast"',
+        )
+    if target.topology == "sentinel" and target.tls and not streams:
+        raise ConfigError(
+            config.source, key, "python-socketio's manager has no TLS Sentinel (rediss+sentinel)"
         )
 
 
@@ -250,6 +235,20 @@ def _make_manager(config: Config) -> socketio.AsyncManager:
     return indexed_manager(socketio.AsyncManager)()
 
 
+#: what the gateway keeps on ``app.ctx``; a host app must not use these names
+CTX_NAMES = ("gateway", "events", "asgi", "check_api_key")
+
+
+def _check_host(app: Sanic) -> None:
+    """Refuse a host app whose ``app.ctx`` already holds one of our names."""
+    taken = [name for name in CTX_NAMES if hasattr(app.ctx, name)]
+    if taken:
+        raise ValueError(
+            f"cannot mount sanic-rt into Sanic app {app.name!r}: app.ctx.{taken[0]} is "
+            "already set (sanic-rt is attached already, or the app uses that name)"
+        )
+
+
 def _enable_recovery(sio: GatewayServer, config: Config) -> None:
     """Connection state recovery on the manager that logs events (see check_deployment)."""
     if not config.recovery.enabled:
@@ -265,8 +264,19 @@ def create_app(
     *,
     extra_plugins: Iterable[tuple[str, Any]] = (),
     clock: Callable[[], float] = time.time,
+    app: Sanic | None = None,
 ) -> Sanic:
-    """Build the app. Raises ConfigError or PluginError for bad config or plugins."""
+    """Build the app. Raises ConfigError or PluginError for bad config or plugins.
+
+    With ``app``, mount the gateway into that existing Sanic app instead (see
+    :func:`sanic_rt.attach`, the documented way): its routes, middleware,
+    listeners, config and ``app.ctx`` stay as they are; added are the
+    ``/api/v1/`` routes with their API-key check and error envelope, the
+    operations routes the config turns on, our listeners and
+    ``app.ctx.gateway``/``events``/``asgi``/``check_api_key``.
+    """
+    if app is not None:
+        _check_host(app)
     config = config or load_config()
     plugins = PluginHost(config)
     plugins.load(extra_plugins)
@@ -284,10 +294,8 @@ def create_app(
             "presence.backend",
             f"unknown backend {name!r} (have: {', '.join(sorted(backends))})",
         )
-    timings = Timings(
-        config.presence.ttl, config.presence.offline_grace, config.presence.idle_timeout
-    )
-    backend = backends[name](config, timings)
+    # The [presence] section is the backend's Timings: one object, no copy.
+    backend = backends[name](config, config.presence)
     check_deployment(config, backend.shared)
     operations.check_config(config)
     keys = api_keys(config)
@@ -307,6 +315,7 @@ def create_app(
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
+        json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
         logger=False,
         engineio_logger=False,
     )
@@ -340,19 +349,23 @@ def create_app(
     if dashboard is not None:
         sio.register_namespace(dashboard)
 
-    app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
-    # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
-    app.config.REQUEST_MAX_SIZE = server.max_request_bytes
-    # TouchUp recompiles Sanic methods from source and fails when several apps
-    # share a process (tests); it only trims unused signal dispatch.
-    app.config.TOUCHUP = False
-    # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
-    # drown our one start-up summary (server.startup_summary).
-    app.config.MOTD = False
-    app.ctx.config = config
+    standalone = app is None
+    if app is None:
+        app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
+        # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
+        app.config.REQUEST_MAX_SIZE = server.max_request_bytes
+        # TouchUp recompiles Sanic methods from source and fails when several apps
+        # share a process (tests); it only trims unused signal dispatch.
+        app.config.TOUCHUP = False
+        # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
+        # drown our one start-up summary (server.startup_summary).
+        app.config.MOTD = False
+        app.ctx.config = config
     app.ctx.gateway = gateway
     app.ctx.events = events
-    http_api.install(app, keys, config.production, server.cors_allowed_origins)
+    http_api.install(
+        app, keys, config.production, server.cors_allowed_origins, standalone=standalone
+    )
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
     operations.install(app, config, keys, gateway)
@@ -374,19 +387,26 @@ def create_app(
         await plugins.notify("shutdown", app=app)
         await presence.close()
         await events.close()
+        await close_manager(sio.manager)
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    host = None if standalone else app
     app.ctx.asgi = limit_body_size(
-        asgi, _body_limit(server, asgi.engineio_path), _close_polling_session(sio)
+        asgi, _body_limit(server, asgi.engineio_path, host), _close_polling_session(sio)
     )
     return app
 
 
-def _body_limit(server: ServerConfig, engineio_path: str) -> Callable[[dict[str, Any]], int]:
+def _body_limit(
+    server: ServerConfig, engineio_path: str, host: Sanic | None = None
+) -> Callable[[dict[str, Any]], int]:
     def limit_for(scope: dict[str, Any]) -> int:
         # Long-polling POSTs carry Engine.IO packets: the packet limit applies.
         if (scope["path"].rstrip("/") + "/").startswith(engineio_path):
             return server.max_payload_bytes
+        if host is not None and not scope["path"].startswith(http_api.API_PREFIX):
+            # An attached app's own routes keep the app's own limit (uploads...).
+            return int(host.config.REQUEST_MAX_SIZE)
         return server.max_request_bytes
 
     return limit_for

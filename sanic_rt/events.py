@@ -33,13 +33,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .backend import PresenceBackend
 from .config import Config, ConfigError, WebhookConfig
 from .plugin_manager import FAILING_PLUGIN_ATTR, PerPlugin, PluginHost, await_me_maybe
 from .presence_model import PublicView
+from .redis_connect import close_redis, connect_redis, is_cluster
 
 log = logging.getLogger("sanic_rt.events")
 
@@ -49,6 +49,10 @@ MIN_WEBHOOK_SECRET_BYTES = 32
 MAX_RETRY_AFTER = 600.0
 #: how long one XREADGROUP waits for new entries, ms
 READ_BLOCK_MS = 1000
+#: on a Cluster (no blocking read over several slots): pause between empty reads, s
+CLUSTER_POLL_SECONDS = 0.1
+#: the sender's connections (per master on a Cluster): reads, acks and claims in turn
+SENDER_CONNECTIONS = 4
 #: pause after a failed read of the stream (Redis down), s
 READ_RETRY_DELAY = 1.0
 
@@ -265,6 +269,16 @@ class QueueWebhookSender:
 Entry = tuple[str, str, dict[str, Any]]  # (stream key, entry id, event)
 
 
+def _entries(reply: Any) -> list[Entry]:
+    """An XREADGROUP reply ([[key, [(entry id, {field: value})]]] in bytes) as entries."""
+    return [
+        (key.decode(), entry_id.decode(), json.loads(fields[b"event"]))
+        for key, entries in reply or []
+        for entry_id, fields in entries
+        if fields
+    ]
+
+
 class StreamWebhookSender:
     """Delivers from the backend's event streams through one consumer group.
 
@@ -278,12 +292,15 @@ class StreamWebhookSender:
     def __init__(self, poster: WebhookPoster, config: Config, keys: list[str]) -> None:
         self.poster, self.hook, self.keys = poster, config.events.webhook, keys
         redis_cfg = config.presence.redis
-        self.redis = aioredis.Redis.from_url(
+        self.redis: Any = connect_redis(
             redis_cfg.url,
-            socket_connect_timeout=redis_cfg.connect_timeout,
+            max_connections=SENDER_CONNECTIONS,
+            connect_timeout=redis_cfg.connect_timeout,
             # A blocking read holds the socket for READ_BLOCK_MS on purpose.
-            socket_timeout=redis_cfg.timeout + READ_BLOCK_MS / 1000,
+            timeout=redis_cfg.timeout + READ_BLOCK_MS / 1000,
         )
+        # On a Cluster each shard's stream is in its own slot: no multi-key read.
+        self.per_key = is_cluster(self.redis)
         self.group = self.hook.group
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._task: asyncio.Task[None] | None = None
@@ -311,7 +328,7 @@ class StreamWebhookSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.poster.close()
-        await self.redis.aclose()
+        await close_redis(self.redis)
 
     async def ensure_groups(self, start: str) -> None:
         """Create the group on every shard's stream (``start``: where a new group begins)."""
@@ -364,7 +381,8 @@ class StreamWebhookSender:
         await asyncio.sleep(READ_RETRY_DELAY)
 
     async def _read(self) -> list[Entry]:
-        # redis-py types the reply loosely: [[key, [(entry id, {field: value})]]] in bytes.
+        if self.per_key:
+            return await self._read_each_key()
         reply: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -372,12 +390,21 @@ class StreamWebhookSender:
             count=self.hook.batch_max,
             block=READ_BLOCK_MS,
         )
-        return [
-            (key.decode(), entry_id.decode(), json.loads(fields[b"event"]))
-            for key, entries in reply or []
-            for entry_id, fields in entries
-            if fields
-        ]
+        return _entries(reply)
+
+    async def _read_each_key(self) -> list[Entry]:
+        """One XREADGROUP per shard stream, pipelined (one round trip per master).
+
+        A blocking read cannot wait on several slots, so these do not block: with
+        nothing new the sender waits CLUSTER_POLL_SECONDS before it asks again.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.xreadgroup(self.group, self.consumer, {key: ">"}, count=self.hook.batch_max)
+        found = [entry for reply in await pipe.execute() for entry in _entries(reply)]
+        if not found:
+            await asyncio.sleep(CLUSTER_POLL_SECONDS)
+        return found
 
     async def _claim(self) -> list[Entry]:
         """Entries another consumer left pending for ``claim_after`` (it died)."""

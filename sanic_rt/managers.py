@@ -17,6 +17,8 @@ after the deadline (docs/deployment.md, "When Redis is down").
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import socketio
@@ -26,6 +28,8 @@ from .backend import BackendUnavailable
 # Attempts per publish: the second one reconnects (a pooled connection may be
 # stale after a Redis restart), as upstream's _publish does.
 PUBLISH_ATTEMPTS = 2
+#: seconds a shutdown waits for a manager's task or client to close
+CLOSE_TIMEOUT = 2.0
 
 
 class PublishBeforeDelivering:
@@ -82,3 +86,26 @@ class RaisingRedisPublish(socketio.AsyncRedisManager):
 
 class RedisManager(PublishBeforeDelivering, RaisingRedisPublish):
     """The Redis cluster manager: publish first, deliver locally only if it went through."""
+
+
+async def close_manager(manager: Any) -> None:
+    """Stop a cluster manager's background tasks and clients at shutdown.
+
+    python-socketio's pub/sub managers start a listener task (``manager.thread``,
+    from ``AsyncPubSubManager.initialize``) and have no close of their own; a
+    manager of ours that holds more (the streams bus) defines ``close()``.
+    """
+    close = getattr(manager, "close", None)
+    if close is not None:
+        await close()
+        return
+    await cancel_task(getattr(manager, "thread", None))
+
+
+async def cancel_task(task: Any) -> None:
+    """Cancel ``task`` (if it is a running asyncio task) and wait for it to end."""
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        # Bounded: a shutdown must not hang on a task stuck in a client's cleanup.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, CLOSE_TIMEOUT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +30,9 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from .backend import BackendUnavailable
+from .managers import CLOSE_TIMEOUT, cancel_task
 from .recovery import Recovery, Session, emit_args, message_args, parse_offset
+from .redis_connect import connect_redis
 
 log = logging.getLogger("sanic_rt.stream_manager")
 
@@ -39,6 +42,9 @@ READ_COUNT = 500
 #: pause before the reader retries after an error; it doubles up to the maximum
 RETRY_FIRST, RETRY_MAX = 0.05, 0.5
 REPLAY_PAGE = 1000
+#: connections of the publishing client (per master on a Cluster); emits beyond
+#: it wait for a free one, up to the emit's timeout
+PUBLISH_CONNECTIONS = 64
 #: GET and DEL a session in one step, only for its own user and namespace
 TAKE_SESSION = """
 local raw = redis.call('GET', KEYS[1])
@@ -50,9 +56,15 @@ return raw
 """
 
 
-def redis_client(url: str, **options: Any) -> aioredis.Redis:
-    """The one place the bus builds a Redis client (Sentinel or Cluster swap in here)."""
-    return aioredis.from_url(url, **options)
+def redis_client(url: str, *, timeout: float, connect_timeout: float, max_connections: int) -> Any:
+    """The bus's Redis client for ``url``: one server, a Sentinel master or a Cluster.
+
+    On a Cluster the bus stream is one key, so it lives in one slot on one master
+    (docs/deployment.md has what that costs); MOVED/ASK are followed by the client.
+    """
+    return connect_redis(
+        url, max_connections=max_connections, timeout=timeout, connect_timeout=connect_timeout
+    )
 
 
 def _text(value: Any) -> str:
@@ -76,17 +88,34 @@ class StreamManager(AsyncPubSubManager):
         self.stream = f"{channel}:bus"
         self.session_prefix = f"{channel}:session:"
         self.maxlen = maxlen
-        options = {"socket_connect_timeout": connect_timeout}
         #: publishes, sessions, replay reads (the /ready check pings it)
-        self.redis = redis_client(url, socket_timeout=timeout, **options)
+        self.redis = redis_client(
+            url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=PUBLISH_CONNECTIONS,
+        )
         # A blocking XREAD holds its connection; it gets its own, with a socket
-        # timeout past the block so that a frozen Redis is noticed.
-        self._reader = redis_client(url, socket_timeout=READ_BLOCK_SECONDS + timeout + 1, **options)
+        # timeout past the block so that a frozen Redis is noticed (and, on
+        # Sentinel or Cluster, the new master found after a failover).
+        self._reader = redis_client(
+            url,
+            timeout=READ_BLOCK_SECONDS + timeout + 1,
+            connect_timeout=connect_timeout,
+            max_connections=2,
+        )
         #: the reader's position: every entry up to it has been handled on this node
         self.read_id: str | None = None
         self.recovery: Recovery | None = None
         self.event_log = self  # the recovery store: the stream and keys next to it
         self._take_session_script = self.redis.register_script(TAKE_SESSION)
+
+    async def close(self) -> None:
+        """Stop the reader and release both Redis clients; called at shutdown."""
+        await cancel_task(getattr(self, "thread", None))
+        for client in (self._reader, self.redis):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT)
 
     # --- publishing ----------------------------------------------------------------
 

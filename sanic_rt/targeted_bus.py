@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from .backend import BackendUnavailable
 from .gateway import PRESENCE_ROOM_PREFIX
+from .managers import cancel_task
 from .stream_manager import StreamManager
 
 log = logging.getLogger("sanic_rt.targeted_bus")
@@ -59,7 +60,11 @@ class TargetedStreamManager(StreamManager):
     def initialize(self) -> None:
         super().initialize()
         if not self.write_only:
-            self.server.start_background_task(self._heartbeat)
+            self._heartbeat_task = self.server.start_background_task(self._heartbeat)
+
+    async def close(self) -> None:
+        await cancel_task(getattr(self, "_heartbeat_task", None))
+        await super().close()
 
     # --- where a message goes ------------------------------------------------------
 

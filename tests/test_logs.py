@@ -99,5 +99,5 @@ def test_summary_masks_storage_passwords():
     )
     summary = startup_summary(config, create_app(config))
     assert "s3cret-pw" not in summary
-    assert "backend=redis redis://app:***@redis.internal:6379/0" in summary
-    assert "cluster=redis redis://app:***@redis.internal:6379/0" in summary
+    assert "backend=redis redis://***@redis.internal:6379/0" in summary
+    assert "cluster=redis redis://***@redis.internal:6379/0" in summary

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,7 +31,9 @@ _prefixes = itertools.count(1)
 
 
 def redis_config(url: str, **redis: Any) -> Any:
+    # The event stream on: the Lua script's XADD (in the shard's slot) runs on the Cluster too.
     overrides = {"presence.backend": "redis", "presence.redis.url": url}
+    overrides |= {"events.stream.enabled": True}
     return load_config(
         env={}, overrides=overrides | {f"presence.redis.{k}": v for k, v in redis.items()}
     )
@@ -107,20 +110,28 @@ def test_pubsub_manager_on_a_cluster_url_is_refused(tmp_path):
     assert "cluster.manager" in line and "redis-streams" in line, line
 
 
-@pytest.mark.parametrize(
-    ("sections", "key"),
-    [
-        ({"cluster": {"manager": "redis-streams"}}, "presence.redis.url"),
-        ({"events": {"webhook": {"url": "http://127.0.0.1:9/hook"}}}, "events.webhook.url"),
-    ],
-)
-def test_what_a_cluster_cannot_run_is_refused_at_start_up(tmp_path, sections, key):
+def test_targeted_routing_on_a_cluster_url_is_refused_at_start_up(tmp_path):
     url = f"redis+cluster://{HOST}:{free_port()}"
-    config = base_config(presence={"backend": "redis", "redis": {"url": url}}, **sections)
+    cluster = {"manager": "redis-streams", "routing": "targeted"}
+    config = base_config(presence={"backend": "redis", "redis": {"url": url}}, cluster=cluster)
     result = check_config(tmp_path, config)
     assert result.returncode == 2, result
     (line,) = result.stderr.strip().splitlines()
-    assert key in line, line
+    assert "cluster.routing" in line and "broadcast" in line, line
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"cluster": {"manager": "redis-streams"}},
+        {"events": {"webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s" * 32}}},
+    ],
+)
+def test_the_streams_bus_and_webhooks_are_accepted_on_a_cluster_url(tmp_path, sections):
+    url = f"redis+cluster://{HOST}:{free_port()}"
+    config = base_config(presence={"backend": "redis", "redis": {"url": url}}, **sections)
+    result = check_config(tmp_path, config)
+    assert result.returncode == 0, result
 
 
 # --- Redis Cluster: one slot per user operation, indexes spread over the masters --------
@@ -140,7 +151,7 @@ async def test_every_key_of_a_user_operation_is_in_one_slot(cluster_setup, clust
     assert len(owners) == cluster_setup.masters
 
 
-async def test_every_operation_runs_on_the_cluster(cluster_backend):
+async def test_every_operation_runs_on_the_cluster(cluster_setup, cluster_backend):
     """A CROSSSLOT (or any other error) from any operation fails this test."""
     b = cluster_backend
     users = [f"u{n}" for n in range(60)]  # every one of the 16 shards
@@ -169,6 +180,26 @@ async def test_every_operation_runs_on_the_cluster(cluster_backend):
     expired = await b.sweep(T0 + 100, 1000)  # the others' entries expired (ttl 10)
     assert sorted(c.user_id for c in expired) == sorted(users[30:])
     assert await b.online_count() == 0
+    await assert_every_change_is_in_the_event_streams(cluster_setup, b, users)
+
+
+async def assert_every_change_is_in_the_event_streams(
+    cluster_setup: ClusterSetup, b: Any, users: list[str]
+) -> None:
+    """A redis-py Cluster consumer reads every shard's stream, each in its own slot."""
+    from redis.asyncio.cluster import RedisCluster
+
+    keys = b.event_stream_keys()
+    assert keys is not None and len(keys) == b.shards
+    async with RedisCluster(host=HOST, port=cluster_setup.nodes[0].port) as reader:
+        kinds: dict[str, list[str]] = {}
+        for key in keys:
+            for _id, fields in await reader.xrange(key):
+                event = json.loads(fields[b"event"])
+                kinds.setdefault(event["user_id"], []).append(event["type"])
+    # online, dnd for the first user, then offline (disconnect + settle, or expiry)
+    assert sorted(kinds) == sorted(users)
+    assert all(k[0] == "presence.online" and k[-1] == "presence.offline" for k in kinds.values())
 
 
 async def test_manual_cluster_failover_under_load(cluster_setup, cluster_backend):

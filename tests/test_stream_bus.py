@@ -224,3 +224,21 @@ async def test_targeted_bus_sends_a_node_only_what_its_connections_need(
     status, reply = await http("POST", f"{node_a.url}/api/v1/users/bob/disconnect")
     assert status == 200 and reply["data"]["connections"] == 2, reply
     await eventually(lambda: not bob.sio.connected)
+
+
+async def test_shutdown_stops_the_bus_reader_and_heartbeat(redis_proc, tmp_path):
+    from sanic_rt.config import load_config
+    from sanic_rt.testing import running_app, to_toml
+
+    for routing in ("broadcast", "targeted"):
+        raw = streams_config(redis_proc)
+        raw["cluster"]["routing"] = routing
+        path = tmp_path / f"{routing}.toml"
+        path.write_text(to_toml(raw), encoding="utf-8")
+        async with running_app(load_config(path, env={})) as (app, _url):
+            manager = app.ctx.gateway.sio.manager
+            await eventually(lambda m=manager: getattr(m, "thread", None) is not None)
+            tasks = [manager.thread, getattr(manager, "_heartbeat_task", None)]
+            assert not any(t.done() for t in tasks if t is not None), routing
+        # Left running, both kept polling Redis (and beating) after the app stopped.
+        assert all(t.done() for t in tasks if t is not None), routing
