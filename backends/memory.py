@@ -126,13 +126,17 @@ class MemoryBackend(PresenceBackend):
         changes: list[PublicView] = []
         settled = 0
         for user_id, state in list(self._users.items()):
+            # Only the dead nodes' users, as the shared backends' node index holds:
+            # settling anyone else here would skip their announcement.
+            if not dead & state.nodes():
+                continue
             if settled >= limit:
-                held = {c[3] for s in self._users.values() for c in s.conns.values() if len(c) > 3}
+                held = {node for s in self._users.values() for node in s.nodes()}
                 return NodeSweep(changes, frozenset(dead & held))
             before = state.public_view(user_id)
-            if state.drop_nodes(dead, now, self.timings):
-                settled += 1
-                changes += self._commit(user_id, state, before, now)
+            state.drop_nodes(dead, now, self.timings)
+            settled += 1
+            changes += self._commit(user_id, state, before, now)
         return NodeSweep(changes, frozenset())
 
     async def settle(self, user_ids: Sequence[str], now: float) -> list[PublicView]:
@@ -180,11 +184,12 @@ class MemoryBackend(PresenceBackend):
         return page, (page[-1] if more and page else None)
 
     async def stats(self, now: float) -> PresenceStats:
+        # Entries as stored, like the shared backends' counters: an expired entry
+        # counts until its user is settled (docs/backends.md, "Counts lag a little").
         by_namespace: Counter[str] = Counter()
         for user_id in self._online:
-            for expires_at, namespace, *_device_node in self._users[user_id].conns.values():
-                if expires_at > now:
-                    by_namespace[namespace] += 1
+            for _expires_at, namespace, *_device_node in self._users[user_id].conns.values():
+                by_namespace[namespace] += 1
         return PresenceStats(len(self._online), sum(by_namespace.values()), dict(by_namespace))
 
 

@@ -365,12 +365,36 @@ class RedisBackend(PresenceBackend):
             await self.redis.ping()
 
     async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
-        uid = conn.user_id
-        fields = (uid, conn.sid, conn.namespace, conn.device, max_connections, conn.node)
-        result, changes = await self._run(
-            self.shard(uid), [self.user_key(uid)], self._args("connect", now, *fields)
-        )
-        return ConnectResult(result[0] == b"1", _changes(changes, now))
+        return (await self.connect_many([conn], now, max_connections))[0]
+
+    async def connect_many(
+        self, conns: Sequence[Connection], now: float, max_connections: int
+    ) -> list[ConnectResult]:
+        # One script call per connection (each atomic, run in order, so the
+        # per-user cap stays exact), all in one pipelined round trip.
+        calls = []
+        for c in conns:
+            fields = (c.user_id, c.sid, c.namespace, c.device, max_connections, c.node)
+            calls.append(
+                (
+                    self.shard(c.user_id),
+                    [self.user_key(c.user_id)],
+                    self._args("connect", now, *fields),
+                )
+            )
+        if self.cluster:
+            # _run_many runs a cluster batch concurrently (_run_each): in order here.
+            replies = [await self._run(*call) for call in calls]
+        else:
+            replies = await self._run_many(calls)
+        return [
+            ConnectResult(result[0] == b"1", _changes(changes, now)) for result, changes in replies
+        ]
+
+    @property
+    def batches_connects(self) -> bool:
+        # On a Cluster a batch is one call after the other anyway: no gain in batching.
+        return not self.cluster
 
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         # Per shard: the users' keys (1-based position = the index the script uses)

@@ -1,23 +1,42 @@
 -- The presence rules of sanic_rt/presence_model.py (UserState), in Lua.
 --
--- backends/redis.py prepends this file to each operation's script, so every
--- operation loads, changes and writes back a user's whole record inside one
--- atomic script: the online/offline transition is decided here, once, for the
--- whole cluster. Keep each function in step with its UserState twin.
+-- backends/redis.py loads this whole file once as one script and runs it by
+-- EVALSHA; ARGV[1] names the operation (the dispatch at the end of the file).
+-- Each call loads the users it names, applies the rule and writes them back
+-- inside the one atomic script, so every online/offline transition is decided
+-- here, once, for the whole cluster. tests/backends/test_rules_equivalence.py
+-- drives this file and UserState side by side with random operation sequences
+-- and requires identical answers and stored records: change both together.
 --
--- Keys of one shard, all sharing the hash tag {<prefix>:<shard>} (one slot):
---   KEYS[1] online  ZSET, score 0, member user id (lex order for paging)
---   KEYS[2] due     ZSET, score = UserState.deadline(), member user id
---   KEYS[3] ns      HASH namespace -> live connection entries (for stats)
---   <tag>:node:<id> SET of the user ids node <id> holds connections of in this
---                   shard (named from KEYS[3], so in the same slot)
---   user hash       fields s, o, i, a, l, p, g, q (UserState scalars) and
---                   c:<sid> = "<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>"
---                   (entries written before node ids: "<expires_at>|<len(ns)>|<ns><device>")
+-- Keys. A user lives in shard crc32(user_id) % index_shards; every key of a
+-- shard carries the hash tag {<prefix>:<shard>} (one slot, Redis Cluster safe),
+-- written <tag> below as "<prefix>:{<prefix>:<shard>}":
+--   KEYS[1] <tag>:online  ZSET online user ids, score 0 (lex order for paging)
+--   KEYS[2] <tag>:due     ZSET user id by UserState.deadline() (the sweeper's)
+--   KEYS[3] <tag>:ns      HASH namespace -> stored connection entries (stats)
+--   KEYS[4..] <tag>:u:<user_id>, the users an operation names; sweep and
+--           drop_nodes get the prefix "<tag>:u:" in ARGV instead
+--   <tag>:node:<node>     SET user ids with a connection entry of <node>
+--                         (named from KEYS[3]; kept in step by commit())
+--   <events key>:{<prefix>:<shard>}  STREAM of the shard's presence events, named
+--                         by the second-to-last ARGV ('' = [events.stream] off;
+--                         see set_events), one entry per visible change
+-- The node liveness ZSET <prefix>:nodes is written by redis.py, not here.
+--
+-- User hash fields (UserState attributes; absent = nil/None):
+--   s  chosen status (online | away | dnd | invisible)
+--   o  online "1"/"0"            i  idle (auto away) "1"/"0"
+--   a  last_active               l  last_seen
+--   p  public_last_seen          g  grace_until (offline pending)
+--   q  seq of the last visible change (presence_model.next_seq)
+--   c:<sid>  one connection: "<expires_at>|<len(ns)>,<len(node)>|<ns><node><device>"
+--            (lengths in bytes; entries written before node ids have no
+--            ",<len(node)>" and no node)
+-- Native expiry (PEXPIRE, ARGV[6]) is only a clean-up net far beyond ttl.
 --
 -- Times are the caller's clock passed in ARGV ("now"), never Redis TIME, so
--- the conformance suite can drive them. Numbers go back to the caller as
--- strings: Redis truncates Lua numbers in replies to integers.
+-- tests drive them. Numbers go back to the caller as strings (%.17g, exact):
+-- Redis truncates Lua numbers in replies to integers.
 
 local TTL, GRACE, IDLE, EXPIRE_MS
 -- The shard's node index: the ns key's name with "ns" replaced (same hash tag).

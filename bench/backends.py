@@ -19,7 +19,6 @@ from typing import Any
 from sanic_rt.config import load_config
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence import Presence
-from sanic_rt.presence_model import Timings
 
 from .procs import HOST
 
@@ -134,7 +133,7 @@ async def bench_backend(
 ) -> dict[str, Any]:
     config = presence_config(name, redis_url, memcached_addr)
     p = config.presence
-    backend = factory(config, Timings(p.ttl, p.offline_grace, p.idle_timeout))
+    backend = factory(config, p)
     presence = Presence(backend, p, config.auth.max_connections_per_user)
     await presence.start()
     results: dict[str, Any] = {}

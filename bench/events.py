@@ -21,7 +21,6 @@ from sanic_rt.config import load_config
 from sanic_rt.events import PresenceEvents
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence import Presence
-from sanic_rt.presence_model import Timings
 
 from .backends import rate
 from .procs import HOST
@@ -72,7 +71,7 @@ async def bench_one(
     host = PluginHost(config)
     host.load()
     p = config.presence
-    backend = host.backends()[name](config, Timings(p.ttl, p.offline_grace, p.idle_timeout))
+    backend = host.backends()[name](config, p)
     presence = Presence(backend, p, config.auth.max_connections_per_user)
     events = PresenceEvents(config, backend, host)
     presence.publisher = events.dispatch

@@ -1,6 +1,8 @@
 """Where does the server's time go under ping load? py-spy on a pinned server.
 
 Usage: ``python -m bench.profile [sanic-rt-memory|sanic-rt-redis|bare-asgi] [CLIENTS] [SECONDS]``
+(``sanic-rt-memory-baseline``, ``sanic-rt-redis-baseline``: with issue 17's per-packet
+changes off, ``bench/baseline.py``)
 
 Starts the server and a node load generator like ``make bench`` does, samples the
 server with ``py-spy record --format raw`` for SECONDS, and prints the functions with
@@ -32,14 +34,18 @@ def main() -> int:
     server_cpus, load_cpus = cores()
     ctx = Context(workdir, server_cpus, load_cpus, 1.0)
     redis = None
+    module = "bench.baseline" if which.endswith("-baseline") else "sanic_rt"
+    which = which.removesuffix("-baseline")
     if which == "sanic-rt-redis":
         redis = redis_proc(workdir, server_cpus)
         assert redis, "redis-server is not on PATH"
         redis.start()
         url = f"redis://127.0.0.1:{redis.port}/0"
-        target = sanic_rt_target(ctx, which, presence={"backend": "redis", "redis": {"url": url}})
+        target = sanic_rt_target(
+            ctx, which, module, presence={"backend": "redis", "redis": {"url": url}}
+        )
     elif which == "sanic-rt-memory":
-        target = sanic_rt_target(ctx, which, presence={"backend": "memory"})
+        target = sanic_rt_target(ctx, which, module, presence={"backend": "memory"})
     else:
         target = bare_target(ctx, which.removeprefix("bare-"))
     port = free_port()

@@ -49,7 +49,9 @@ class Context:
         return env
 
 
-def sanic_rt_target(ctx: Context, name: str, **sections: Any) -> Target:
+def sanic_rt_target(ctx: Context, name: str, module: str = "sanic_rt", **sections: Any) -> Target:
+    """sanic-rt through its CLI; ``module="bench.baseline"`` for the A side of an A/B run."""
+
     def make(port: int) -> Proc:
         config: dict[str, Any] = {
             "server": {
@@ -67,8 +69,11 @@ def sanic_rt_target(ctx: Context, name: str, **sections: Any) -> Target:
             config[key] = {**config.get(key, {}), **table}
         path = ctx.workdir / f"{name}-{port}.toml"
         path.write_text(to_toml(config))
-        argv = [sys.executable, "-m", "sanic_rt", "serve", "--config", str(path)]
-        return Proc(f"{name}-{port}", argv, ctx.workdir, ctx.server_cpus, port, ctx.env())
+        argv = [sys.executable, "-m", module, "serve", "--config", str(path)]
+        env = ctx.env()
+        if module != "sanic_rt":
+            env["PYTHONPATH"] = str(BENCH_DIR.parent)
+        return Proc(f"{name}-{port}", argv, ctx.workdir, ctx.server_cpus, port, env)
 
     return Target(name, make)
 

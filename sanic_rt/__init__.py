@@ -9,6 +9,7 @@ from . import api
 from .api import *
 from .app import create_app
 from .config import load_config
+from .hosting import attach
 
-__all__ = [*api.__all__, "api", "create_app", "load_config"]
+__all__ = [*api.__all__, "api", "attach", "create_app", "load_config"]
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import socketio
 from sanic import Sanic
 
-from . import http_api, operations
+from . import http_api, operations, wire_json
 from .auth import TokenVerifier, has_explicit_key, hmac_secret, install_log_redaction
 from .body_limit import limit_body_size
 from .config import Config, ConfigError, ServerConfig, load_config
@@ -28,7 +28,6 @@ from .managers import RedisManager, close_manager
 from .namespace import BaseNamespace
 from .plugin_manager import PluginHost
 from .presence import Presence
-from .presence_model import Timings
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery, SessionLimits
 from .redis_connect import parse_redis_url
 from .room_index import indexed_manager
@@ -236,6 +235,20 @@ def _make_manager(config: Config) -> socketio.AsyncManager:
     return indexed_manager(socketio.AsyncManager)()
 
 
+#: what the gateway keeps on ``app.ctx``; a host app must not use these names
+CTX_NAMES = ("gateway", "events", "asgi", "check_api_key")
+
+
+def _check_host(app: Sanic) -> None:
+    """Refuse a host app whose ``app.ctx`` already holds one of our names."""
+    taken = [name for name in CTX_NAMES if hasattr(app.ctx, name)]
+    if taken:
+        raise ValueError(
+            f"cannot mount sanic-rt into Sanic app {app.name!r}: app.ctx.{taken[0]} is "
+            "already set (sanic-rt is attached already, or the app uses that name)"
+        )
+
+
 def _enable_recovery(sio: GatewayServer, config: Config) -> None:
     """Connection state recovery on the manager that logs events (see check_deployment)."""
     if not config.recovery.enabled:
@@ -252,8 +265,19 @@ def create_app(
     *,
     extra_plugins: Iterable[tuple[str, Any]] = (),
     clock: Callable[[], float] = time.time,
+    app: Sanic | None = None,
 ) -> Sanic:
-    """Build the app. Raises ConfigError or PluginError for bad config or plugins."""
+    """Build the app. Raises ConfigError or PluginError for bad config or plugins.
+
+    With ``app``, mount the gateway into that existing Sanic app instead (see
+    :func:`sanic_rt.attach`, the documented way): its routes, middleware,
+    listeners, config and ``app.ctx`` stay as they are; added are the
+    ``/api/v1/`` routes with their API-key check and error envelope, the
+    operations routes the config turns on, our listeners and
+    ``app.ctx.gateway``/``events``/``asgi``/``check_api_key``.
+    """
+    if app is not None:
+        _check_host(app)
     config = config or load_config()
     plugins = PluginHost(config)
     plugins.load(extra_plugins)
@@ -271,10 +295,8 @@ def create_app(
             "presence.backend",
             f"unknown backend {name!r} (have: {', '.join(sorted(backends))})",
         )
-    timings = Timings(
-        config.presence.ttl, config.presence.offline_grace, config.presence.idle_timeout
-    )
-    backend = backends[name](config, timings)
+    # The [presence] section is the backend's Timings: one object, no copy.
+    backend = backends[name](config, config.presence)
     check_deployment(config, backend.shared)
     operations.check_config(config)
     keys = api_keys(config)
@@ -294,6 +316,7 @@ def create_app(
         # In order, per connection: a chat:join must land before the chat:message
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
+        json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
         logger=False,
         engineio_logger=False,
     )
@@ -327,19 +350,23 @@ def create_app(
     if dashboard is not None:
         sio.register_namespace(dashboard)
 
-    app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
-    # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
-    app.config.REQUEST_MAX_SIZE = server.max_request_bytes
-    # TouchUp recompiles Sanic methods from source and fails when several apps
-    # share a process (tests); it only trims unused signal dispatch.
-    app.config.TOUCHUP = False
-    # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
-    # drown our one start-up summary (server.startup_summary).
-    app.config.MOTD = False
-    app.ctx.config = config
+    standalone = app is None
+    if app is None:
+        app = Sanic(f"sanic_rt_{next(_app_numbers)}", configure_logging=False)
+        # Enforced in front of Sanic (limit_body_size): under ASGI Sanic's own check never runs.
+        app.config.REQUEST_MAX_SIZE = server.max_request_bytes
+        # TouchUp recompiles Sanic methods from source and fails when several apps
+        # share a process (tests); it only trims unused signal dispatch.
+        app.config.TOUCHUP = False
+        # Sanic's banner (eight lines per worker, "mode: production" even in dev) would
+        # drown our one start-up summary (server.startup_summary).
+        app.config.MOTD = False
+        app.ctx.config = config
     app.ctx.gateway = gateway
     app.ctx.events = events
-    http_api.install(app, keys, config.production, server.cors_allowed_origins)
+    http_api.install(
+        app, keys, config.production, server.cors_allowed_origins, standalone=standalone
+    )
     for blueprint in plugins.blueprints():
         app.blueprint(blueprint)
     operations.install(app, config, keys, gateway)
@@ -364,17 +391,23 @@ def create_app(
         await close_manager(sio.manager)
 
     asgi = socketio.ASGIApp(sio, other_asgi_app=app)
+    host = None if standalone else app
     app.ctx.asgi = limit_body_size(
-        asgi, _body_limit(server, asgi.engineio_path), _close_polling_session(sio)
+        asgi, _body_limit(server, asgi.engineio_path, host), _close_polling_session(sio)
     )
     return app
 
 
-def _body_limit(server: ServerConfig, engineio_path: str) -> Callable[[dict[str, Any]], int]:
+def _body_limit(
+    server: ServerConfig, engineio_path: str, host: Sanic | None = None
+) -> Callable[[dict[str, Any]], int]:
     def limit_for(scope: dict[str, Any]) -> int:
         # Long-polling POSTs carry Engine.IO packets: the packet limit applies.
         if (scope["path"].rstrip("/") + "/").startswith(engineio_path):
             return server.max_payload_bytes
+        if host is not None and not scope["path"].startswith(http_api.API_PREFIX):
+            # An attached app's own routes keep the app's own limit (uploads...).
+            return int(host.config.REQUEST_MAX_SIZE)
         return server.max_request_bytes
 
     return limit_for

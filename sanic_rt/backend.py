@@ -88,6 +88,24 @@ class PresenceBackend(ABC):
     async def connect(self, conn: Connection, now: float, max_connections: int) -> ConnectResult:
         """Register a connection unless the user already has ``max_connections`` live ones."""
 
+    async def connect_many(
+        self, conns: Sequence[Connection], now: float, max_connections: int
+    ) -> list[ConnectResult]:
+        """:meth:`connect` for several connections, in order; one round trip where possible.
+
+        Each connection is admitted as if connected alone, in list order (two of
+        one user's count against each other). A backend that overrides this gets
+        concurrent connects in batches (:class:`~sanic_rt.presence.Presence`
+        coalesces them); the default, one :meth:`connect` after the other, is
+        only there for direct callers.
+        """
+        return [await self.connect(c, now, max_connections) for c in conns]
+
+    @property
+    def batches_connects(self) -> bool:
+        """Whether this backend overrides :meth:`connect_many`."""
+        return type(self).connect_many is not PresenceBackend.connect_many
+
     @abstractmethod
     async def touch(self, conns: Sequence[Connection], now: float, activity: bool) -> TouchResult:
         """Refresh (re-creating if lost) these connections; ``activity`` also resets idle."""

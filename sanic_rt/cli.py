@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         'backend, [cluster] manager = "redis" and websocket-only clients',
     )
     serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper)
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve your own Sanic app with sanic-rt in it: sanic_rt.attach()'s result "
+        "or a Sanic app (attached here with --config)",
+    )
 
     check = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("file", help="TOML config file; exit 2 with one line on errors")
@@ -92,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _cli_overrides(args)
     config = _dev_defaults(load_config(args.config), args.config)
     configure_logging(config.server.log_level, config.server.log_format)
-    if args.config is None:
+    if args.config is None and args.app is None:
         s = config.server
         print(
             f"sanic-rt dev mode: http://{s.host}:{s.port}, in-memory presence, "
@@ -101,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"  connect: io('http://{s.host}:{s.port}/chats', {{auth: {{token}}}})",
             flush=True,
         )
-    serve(config, args.config)
+    serve(config, args.config, args.app)
     return 0
 
 

@@ -111,21 +111,38 @@ class MemcachedConfig:
 
 
 @dataclass(frozen=True)
-class PresenceConfig:
-    backend: str = _opt("memory", "memory, redis, memcached or a plugin's")
+class Timings:
+    """Presence timings in seconds: the one home of the ``[presence]`` timing keys.
+
+    :class:`PresenceConfig` is a ``Timings`` (the app hands the ``[presence]``
+    section itself to the backend), so a backend, the presence API and the
+    Lua script all read the same values. Tests build one directly, e.g.
+    ``Timings(ttl=10, offline_grace=5, idle_timeout=100)``.
+    """
+
     ttl: float = _opt(60.0, "connection entry lifetime after a refresh, s", min=1)
-    sweep_interval: float = _opt(5.0, "how often expired users are settled, s", min=0.05)
     offline_grace: float = _opt(5.0, "delay before offline is announced, s", min=0)
     idle_timeout: float = _opt(300.0, "inactivity before auto away, s", min=1)
+    sweep_interval: float = _opt(5.0, "how often expired users are settled, s", min=0.05)
+    node_ttl: float = _opt(10.0, "a node is dead this long after its last beat, s", min=1)
+
+
+@dataclass(frozen=True)
+class PresenceConfig(Timings):
+    """The ``[presence]`` section: its :class:`Timings`, the backend and the limits."""
+
+    backend: str = _opt("memory", "memory, redis, memcached or a plugin's")
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
     max_subscriptions_per_user: int = _opt(
         5000, "presence subscriptions per user, its connections on a node", min=1
     )
     record_ttl: float = _opt(2_592_000.0, "how long an offline record is kept, s", min=60)
-    node_ttl: float = _opt(10.0, "a node is dead this long after its last beat, s", min=1)
     max_pending_disconnects: int = _opt(
         10_000, "disconnects kept per node while storage is down", min=1
+    )
+    max_status_changes_per_minute: int = _opt(
+        30, "presence:set_status per user and node (burst as many)", min=1, max=100_000
     )
     redis: RedisConfig = field(default_factory=RedisConfig)
     memcached: MemcachedConfig = field(default_factory=MemcachedConfig)

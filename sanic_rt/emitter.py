@@ -31,7 +31,7 @@ from .backend import PresenceBackend
 from .config import Config, ConfigError, PluginsConfig, load_config
 from .gateway import user_room
 from .plugin_manager import PluginHost
-from .presence_model import PresenceRecord, Timings
+from .presence_model import PresenceRecord
 
 __all__ = ["AsyncEmitter", "Emitter"]
 T = TypeVar("T")
@@ -55,8 +55,7 @@ def _backend(config: Config) -> PresenceBackend:
     factories = host.backends()
     if name not in factories:
         raise ConfigError(config.source, "presence.backend", f"unknown backend {name!r}")
-    p = config.presence
-    backend = factories[name](config, Timings(p.ttl, p.offline_grace, p.idle_timeout))
+    backend = factories[name](config, config.presence)  # [presence] is the Timings
     if not backend.shared:
         raise ConfigError(
             config.source,

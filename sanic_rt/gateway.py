@@ -79,10 +79,14 @@ class Gateway:
     subscriptions: PresenceSubscriptions = field(default_factory=PresenceSubscriptions)
     #: per-user event budgets shared by a user's connections on this node
     budgets: UserBudgets = field(init=False)
+    #: per-user budgets of presence status changes (each one is announced and sent out)
+    status_budgets: UserBudgets = field(init=False)
 
     def __post_init__(self) -> None:
         server = self.config.server
         self.budgets = UserBudgets(server.user_events_per_second, server.user_events_burst)
+        per_minute = self.config.presence.max_status_changes_per_minute
+        self.status_budgets = UserBudgets(per_minute / 60.0, per_minute)
 
     def namespace(self, path: str, kind: type[N] | None = None) -> N:
         """This app's instance of the namespace registered at ``path``.

@@ -33,6 +33,8 @@ API_PREFIX = "/api/"
 MAX_QUERY_IDS = 500
 
 core = Blueprint("sanic_rt_core")
+#: the routes of a standalone server only; an app sanic-rt is attached to has its own
+service = Blueprint("sanic_rt_service")
 
 
 def envelope(data: Any = None, status: int = 200) -> HTTPResponse:
@@ -133,17 +135,17 @@ POINTER = {
 }
 
 
-@core.get("/")
+@service.get("/")
 async def index(request: Request) -> HTTPResponse:
     return json({"ok": True, "data": POINTER})
 
 
-@core.get("/health")
+@service.get("/health")
 async def health(request: Request) -> HTTPResponse:
     return json({"ok": True, "data": {"status": "up"}})
 
 
-@core.get("/ready")
+@service.get("/ready")
 async def ready(request: Request) -> HTTPResponse:
     gw = gateway_of(request)
     parts = {"presence": "up", "cluster": "up"}
@@ -226,13 +228,20 @@ def install(
     api_keys: list[str],
     production: bool,
     allowed_origins: Iterable[str] = (),
+    *,
+    standalone: bool = True,
 ) -> None:
     """Add the core routes, the API-key check and the envelope error handlers.
 
     ``allowed_origins`` (``[server] cors_allowed_origins``) are the browser
     origins besides the server's own that may call the API while it is open.
+    ``standalone=False`` (an app sanic-rt is attached to) leaves out the
+    service routes (``/``, ``/health``, ``/ready``) and the pointer answering
+    other 404s: the host app has its own.
     """
     app.blueprint(core)
+    if standalone:
+        app.blueprint(service)
     origins = frozenset(o.lower() for o in allowed_origins if o != "*")
     keys = [k.encode() for k in api_keys]
     if not keys:
@@ -268,7 +277,7 @@ def install(
         # Every /api/ answer uses the envelope, Sanic's own 404/405/413 too.
         # Elsewhere (/health, plugin pages) Sanic's default rendering stays.
         if not _is_api(request):
-            if isinstance(exc, NotFound):
+            if standalone and isinstance(exc, NotFound):
                 return json(error("not_found", f"no route {request.path}") | {"data": POINTER}, 404)
             return request.app.error_handler.default(request, exc)
         status = getattr(exc, "status_code", 500) if isinstance(exc, SanicException) else 500

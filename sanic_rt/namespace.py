@@ -175,6 +175,9 @@ class BaseNamespace(socketio.AsyncNamespace):
             connected_at=time.time(),
             device=device_from_handshake(auth),
         )
+        if not gw.budgets.take(user_id):
+            # Charged to the user's budget: reconnecting must not buy a fresh one.
+            return self._refuse("rate_limited", "too many connects; slow down", user_id)
         if not await gw.plugins.authorize(user, self.namespace, "connect", None):
             return self._refuse("forbidden", "connection not allowed", user_id)
         follows = await gw.plugins.follows(user=user, namespace=self.namespace, claims=claims)
@@ -394,6 +397,9 @@ class BaseNamespace(socketio.AsyncNamespace):
 
     async def on_presence_set_status(self, sid: str, data: Any) -> dict[str, Any]:
         payload = validate(data, {"status": Choice(choices=STATUSES)})
+        if not self.gateway.status_budgets.take(self.user(sid).user_id):
+            per_minute = self.gateway.config.presence.max_status_changes_per_minute
+            raise AckError("rate_limited", f"at most {per_minute} status changes a minute")
         record = await self.presence.set_status(self.user(sid).user_id, payload["status"])
         return {"status": record.status}
 

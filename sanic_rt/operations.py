@@ -26,6 +26,7 @@ from . import metrics
 from .config import Config, ConfigError
 from .gateway import Gateway
 from .http_api import key_matches, require_api_key
+from .presence import RateLimitedLog
 from .presence_model import PublicView
 from .tasks import BackgroundTasks
 
@@ -36,6 +37,12 @@ ADMIN_NAMESPACE = "/admin"
 ADMIN_UI_PATH = "/admin-ui"
 DASHBOARD_NAMESPACE = "/dashboard"
 MIN_ADMIN_PASSWORD = 12
+#: refused Admin UI logins an Engine.IO session may make before it is closed
+MAX_ADMIN_LOGIN_FAILURES = 5
+#: characters of a refused Admin UI user name that are logged
+LOGGED_NAME_CHARS = 64
+#: refused-login sessions remembered before those already closed are forgotten
+_FAILURES_KEPT = 1024
 
 
 RESERVED_PREFIXES = ("/api/", "/socket.io", ADMIN_UI_PATH)
@@ -185,9 +192,62 @@ def admin_password(config: Config) -> str:
     return password
 
 
+def logged_name(name: Any) -> str:
+    """A client-chosen name as it may be logged: repr, at most ``LOGGED_NAME_CHARS`` of it."""
+    text = str(name)
+    cut = "..." if len(text) > LOGGED_NAME_CHARS else ""
+    return repr(text[:LOGGED_NAME_CHARS]) + cut
+
+
+def _close_after_failed_logins(sio: socketio.AsyncServer, namespace: str) -> None:
+    """Close an Engine.IO session after ``MAX_ADMIN_LOGIN_FAILURES`` refused logins on it.
+
+    A refused namespace connect leaves the session open, so one session could
+    otherwise guess passwords as fast as it can send (python-socketio's admin
+    connect handler is wrapped; it is registered by ``instrument()``).
+    """
+    handlers = sio.handlers[namespace]
+    admin_connect = handlers["connect"]
+    failures: dict[str, int] = {}
+    closures = RateLimitedLog(log)
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> Any:
+        try:
+            return await admin_connect(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+            if eio_sid is not None and _count_failure(failures, eio_sid, sio) >= (
+                MAX_ADMIN_LOGIN_FAILURES
+            ):
+                del failures[eio_sid]
+                closures.warning(
+                    "closed an Engine.IO session after %d refused Admin UI logins",
+                    MAX_ADMIN_LOGIN_FAILURES,
+                )
+                # After the refusal is sent: a task, so CONNECT_ERROR goes out first.
+                sio.start_background_task(_close_session, sio, eio_sid)
+            raise
+
+    handlers["connect"] = connect
+
+
+def _count_failure(failures: dict[str, int], eio_sid: str, sio: socketio.AsyncServer) -> int:
+    if len(failures) >= _FAILURES_KEPT:  # forget sessions that are gone
+        for gone in [s for s in failures if s not in sio.eio.sockets]:
+            del failures[gone]
+    failures[eio_sid] = failures.get(eio_sid, 0) + 1
+    return failures[eio_sid]
+
+
+async def _close_session(sio: socketio.AsyncServer, eio_sid: str) -> None:
+    close = getattr(sio, "close_session", None)  # GatewayServer also ends the websocket
+    await (close(eio_sid) if close is not None else sio.eio.disconnect(eio_sid))
+
+
 def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
     username = config.admin.username.encode()
     password = admin_password(config).encode()
+    refusals = RateLimitedLog(log)
 
     def check(auth: Any) -> bool:
         auth = auth if isinstance(auth, dict) else {}
@@ -195,7 +255,10 @@ def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> No
         user_ok = hmac.compare_digest(str(user or "").encode(), username)
         password_ok = hmac.compare_digest(str(given or "").encode(), password)
         if not (user_ok and password_ok):
-            log.warning("refused an Admin UI login (user %r): wrong user name or password", user)
+            refusals.warning(
+                "refused an Admin UI login (user %s): wrong user name or password",
+                logged_name(user),
+            )
             return False
         return True
 
@@ -205,6 +268,7 @@ def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> No
         read_only=config.admin.read_only,
         namespace=ADMIN_NAMESPACE,
     )
+    _close_after_failed_logins(gateway.sio, ADMIN_NAMESPACE)
     ui = STATIC_DIR / "admin-ui"
     app.static(ADMIN_UI_PATH, ui / "index.html", name="sanic_rt_admin_ui_index")
     app.static(ADMIN_UI_PATH + "/", ui, name="sanic_rt_admin_ui", index="index.html")

@@ -329,6 +329,8 @@ class PluginHost:
         def make_register(plugin: str) -> Callable[[Any], None]:
             def register(blueprint: Any) -> None:
                 found.append(blueprint)
+                # Private: sanic/mixins/routes.py RouteMixin keeps a blueprint's
+                # routes in _future_routes until it is registered on an app.
                 for route in blueprint._future_routes:
                     uri = (blueprint.url_prefix or "") + route.uri
                     self.infos[plugin].routes.append(f"{','.join(route.methods)} {uri}")

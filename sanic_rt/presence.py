@@ -26,7 +26,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from . import metrics
-from .backend import BackendUnavailable, PresenceBackend, PresenceStats, TouchResult
+from .backend import (
+    BackendUnavailable,
+    ConnectResult,
+    PresenceBackend,
+    PresenceStats,
+    TouchResult,
+)
+from .coalesce import Coalescer
 from .config import PresenceConfig
 from .presence_model import STATUSES, Connection, PresenceRecord, PublicView
 from .tasks import BackgroundTasks
@@ -75,50 +82,24 @@ class HeartbeatBatcher:
 
     def __init__(self, presence: Presence) -> None:
         self.presence = presence
-        self._pending: list[tuple[Connection, asyncio.Future[str]]] = []
-        self._drain_task: asyncio.Task[None] | None = None
+        self._batches: Coalescer[Connection, str] = Coalescer(
+            self._flush, presence.config.refresh_batch_size
+        )
 
     async def beat(self, conn: Connection) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((conn, future))
-        if self._drain_task is None:
-            self._drain_task = asyncio.create_task(self._drain())
-        return await future
+        return await self._batches.submit(conn)
 
-    async def _drain(self) -> None:
-        size = self.presence.config.refresh_batch_size
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[:size], self._pending[size:]
-                await self._flush(batch)
-        finally:
-            self._drain_task = None
-
-    async def _flush(self, batch: list[tuple[Connection, asyncio.Future[str]]]) -> None:
-        try:
-            result = await self.presence._touch([c for c, _ in batch], activity=True)
-        except Exception as err:  # each waiting ping answers with it (unavailable, internal)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
-            return
-        for conn, future in batch:
-            if future.done():
-                continue
-            if conn.user_id in result.unavailable:
-                future.set_exception(BackendUnavailable(f"storage of {conn.user_id} is down"))
-            else:
-                future.set_result(result.statuses.get(conn.user_id, "online"))
+    async def _flush(self, batch: list[Connection]) -> list[str | Exception]:
+        result = await self.presence._touch(batch, activity=True)
+        return [
+            BackendUnavailable(f"storage of {conn.user_id} is down")
+            if conn.user_id in result.unavailable
+            else result.statuses.get(conn.user_id, "online")
+            for conn in batch
+        ]
 
     async def close(self) -> None:
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain_task
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(BackendUnavailable("shutting down"))
-        self._pending = []
+        await self._batches.close(BackendUnavailable("shutting down"))
 
 
 class Presence:
@@ -142,6 +123,9 @@ class Presence:
     ) -> None:
         self.backend = backend
         self.config = config
+        #: ttl, grace, idle, sweep and node timings: the backend's own object (in
+        #: the app, the ``[presence]`` section), so both sides use the same values
+        self.timings = backend.timings
         self.max_connections = max_connections
         self.clock = clock
         self.local: dict[str, Connection] = {}  # this node's connections by sid
@@ -165,6 +149,10 @@ class Presence:
         self._grace_timers: dict[str, asyncio.TimerHandle] = {}
         self._activity_flushed: dict[str, float] = {}
         self._heartbeats = HeartbeatBatcher(self)
+        # A connect storm: concurrent connects share one backend round trip.
+        self._connects: Coalescer[Connection, ConnectResult] = Coalescer(
+            self._connect_batch, config.refresh_batch_size
+        )
         self._background = BackgroundTasks()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -173,9 +161,9 @@ class Presence:
         """Start the backend and the refresh and sweep jobs (the app does this)."""
         await self.backend.start()
         self._tasks = [
-            asyncio.create_task(self._every(self.config.ttl / 3, self.refresh_local)),
-            asyncio.create_task(self._every(self.config.sweep_interval, self.sweep)),
-            asyncio.create_task(self._every(self.config.node_ttl / 3, self.beat_node)),
+            asyncio.create_task(self._every(self.timings.ttl / 3, self.refresh_local)),
+            asyncio.create_task(self._every(self.timings.sweep_interval, self.sweep)),
+            asyncio.create_task(self._every(self.timings.node_ttl / 3, self.beat_node)),
         ]
 
     async def close(self) -> None:
@@ -189,6 +177,7 @@ class Presence:
         for timer in self._grace_timers.values():
             timer.cancel()
         await self._heartbeats.close()
+        await self._connects.close(BackendUnavailable("shutting down"))
         # Leave this node's users in their grace, so that a reconnect to another
         # node announces nothing and the sweeper settles the rest.
         for conn in list(self.local.values()):
@@ -291,9 +280,7 @@ class Presence:
         conn = Connection(user_id, sid, namespace, (meta or {}).get("device", ""), self.node)
         self._add_local(conn)
         try:
-            result = await self._call(
-                self.backend.connect(conn, self.clock(), self.max_connections)
-            )
+            result = await self._connect_one(conn)
         except BackendUnavailable:
             if self._local_counts[user_id] > self.max_connections:
                 self.forget_local(sid)
@@ -305,6 +292,16 @@ class Presence:
             raise TooManyConnections(user_id)
         self._cancel_grace(user_id)
         await self._publish(result.changes)
+
+    async def _connect_one(self, conn: Connection) -> ConnectResult:
+        if self.backend.batches_connects:
+            return await self._connects.submit(conn)  # the batch goes through _call
+        return await self._call(self.backend.connect(conn, self.clock(), self.max_connections))
+
+    async def _connect_batch(self, conns: list[Connection]) -> list[ConnectResult]:
+        return await self._call(
+            self.backend.connect_many(conns, self.clock(), self.max_connections)
+        )
 
     async def mark_user_online(self, user_id: str, sid: str) -> str:
         """Refresh this connection and count it as activity (what ``ping`` does).
@@ -330,7 +327,7 @@ class Presence:
         An away user's first activity always passes the throttle: away comes
         only after idle_timeout without activity, longer than the throttle.
         """
-        throttle = min(5.0, self.config.idle_timeout / 4)
+        throttle = min(5.0, self.timings.idle_timeout / 4)
         if self.clock() - self._activity_flushed.get(sid, float("-inf")) >= throttle:
             # Not awaited: the event's handler need not wait for the write.
             self._activity_flushed[sid] = self.clock()
@@ -405,7 +402,7 @@ class Presence:
         Every node refreshes its registered connections every ttl/3; half a
         ttl leaves a refresh its own time to run.
         """
-        return self.config.ttl / 2
+        return self.timings.ttl / 2
 
     def _recovered(self) -> bool:
         """Whether every node has re-registered its connections since the last outage.
@@ -474,7 +471,7 @@ class Presence:
         live ones need one beat to renew it.
         """
         forget, self._forget_nodes = self._forget_nodes, []
-        now, node_ttl = self.clock(), self.config.node_ttl
+        now, node_ttl = self.clock(), self.timings.node_ttl
         dead = await self._call(self.backend.node_heartbeat(self.node, now, node_ttl, forget))
         if not dead or not self._up_for(node_ttl):
             return

@@ -12,16 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+# Re-exported: backends and plugins import it from here (see sanic_rt.api).
+from .config import Timings as Timings
+
 STATUSES = ("online", "away", "dnd", "invisible")
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Presence timings in seconds, as a backend receives them (from ``[presence]``)."""
-
-    ttl: float = 60.0
-    offline_grace: float = 5.0
-    idle_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +171,10 @@ class UserState:
             times.append(self.last_active + t.idle_timeout)
         return min(times) if times else None
 
+    def nodes(self) -> set[str]:
+        """The nodes holding this user's stored connections (entries without a node omitted)."""
+        return {c[3] for c in self.conns.values() if len(c) > 3 and c[3]}
+
     def announce(self, user_id: str, before: PublicView, now: float) -> list[PublicView]:
         """The visible change since ``before`` (none or one), numbered with the next seq.
 
@@ -214,9 +212,12 @@ class UserState:
             self.public_last_seen = now
 
     def connect(self, conn: Connection, now: float, t: Timings, max_connections: int) -> bool:
-        self._prune(now)
-        if conn.sid not in self.conns and len(self.conns) >= max_connections:
+        live = [sid for sid, c in self.conns.items() if c[0] > now]
+        if conn.sid not in live and len(live) >= max_connections:
+            # Refused: nothing changes, expired entries included (the Lua twin
+            # writes nothing back either).
             return False
+        self._prune(now)
         self.conns[conn.sid] = [now + t.ttl, conn.namespace, conn.device, conn.node]
         self._come_online(now)
         self.last_active = now

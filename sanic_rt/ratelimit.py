@@ -10,6 +10,7 @@ costs 1, and the presence reads cost more the more ids they name
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from typing import Any
@@ -53,30 +54,82 @@ class TokenBucket:
         self.allowance -= cost
         return True
 
+    def full_at(self) -> float:
+        """The monotonic time this bucket is full again if nothing more is spent."""
+        return self.stamp + (self.burst - self.allowance) / self.rate
+
     def give_back(self, cost: float) -> None:
         """Undo a :meth:`take` whose event was refused by another bucket."""
         self.allowance = min(self.burst, self.allowance + min(cost, self.burst))
 
 
 class UserBudgets:
-    """One bucket per user with a connection on this node, dropped with the last one."""
+    """One bucket per user, kept while the user has a connection here and until it has refilled.
+
+    A bucket dropped with its user's last connection would let a user reset their
+    budget by reconnecting; one kept forever would grow without bound. Buckets of
+    users without a connection wait in a heap by the time they are full again and
+    are dropped lazily on the next call after it, so what is kept is bounded by
+    the users active within one refill time (``burst / rate``).
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[TokenBucket, int]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._connections: dict[str, int] = {}
+        self._idle: list[tuple[float, str]] = []
+        self._queued: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def bucket(self, user_id: str) -> TokenBucket:
+        """The user's bucket, made full on first use (kept until refilled, see the class)."""
+        self._drop_refilled()
+        bucket = self._buckets.get(user_id)
+        if bucket is None:
+            bucket = self._buckets[user_id] = TokenBucket(self.rate, self.burst)
+        self._queue_if_idle(user_id, bucket)
+        return bucket
+
+    def take(self, user_id: str, cost: float = 1.0) -> bool:
+        """Spend ``cost`` from the user's bucket if it holds that many."""
+        taken = self.bucket(user_id).take(cost)
+        self._queue_if_idle(user_id, self._buckets[user_id])
+        return taken
 
     def acquire(self, user_id: str) -> TokenBucket:
         """The user's bucket, counted as used by one more connection."""
-        bucket, users = self._buckets.get(user_id) or (TokenBucket(self.rate, self.burst), 0)
-        self._buckets[user_id] = (bucket, users + 1)
-        return bucket
+        self._connections[user_id] = self._connections.get(user_id, 0) + 1
+        return self.bucket(user_id)
 
     def release(self, user_id: str) -> None:
-        entry = self._buckets.get(user_id)
-        if entry is None:
-            return
-        bucket, users = entry
+        """One connection fewer; the bucket stays until it has refilled."""
+        users = self._connections.get(user_id, 0)
         if users > 1:
-            self._buckets[user_id] = (bucket, users - 1)
-        else:
-            del self._buckets[user_id]
+            self._connections[user_id] = users - 1
+            return
+        self._connections.pop(user_id, None)
+        bucket = self._buckets.get(user_id)
+        if bucket is not None:
+            self._queue_if_idle(user_id, bucket)
+        self._drop_refilled()
+
+    def _queue_if_idle(self, user_id: str, bucket: TokenBucket) -> None:
+        if user_id in self._connections or user_id in self._queued:
+            return
+        self._queued.add(user_id)
+        heapq.heappush(self._idle, (bucket.full_at(), user_id))
+
+    def _drop_refilled(self) -> None:
+        now = time.monotonic()
+        while self._idle and self._idle[0][0] <= now:
+            _, user_id = heapq.heappop(self._idle)
+            self._queued.discard(user_id)
+            bucket = self._buckets.get(user_id)
+            if bucket is None or user_id in self._connections:
+                continue  # reconnected: queued again by its last release
+            if bucket.full_at() <= now:
+                del self._buckets[user_id]
+            else:  # spent again since it was queued
+                self._queue_if_idle(user_id, bucket)

@@ -24,6 +24,8 @@ from .logs import configure_logging, with_access_log
 log = logging.getLogger("sanic_rt")
 
 CONFIG_PATH_ENV = "SANIC_RT_CONFIG_PATH"
+#: ``serve --app module:attribute``, for the worker processes
+APP_SPEC_ENV = "SANIC_RT_APP"
 # Headroom over max_payload_bytes for Engine.IO/Socket.IO framing.
 WS_FRAME_HEADROOM = 1024
 
@@ -90,6 +92,10 @@ def app_from_env() -> Any:
     config = load_config(path)
     # Workers are spawned, not forked: the parent's logging set-up is not theirs.
     configure_logging(config.server.log_level, config.server.log_format)
+    if os.environ.get(APP_SPEC_ENV):
+        from .hosting import load_app  # hosting imports this module
+
+        return load_app(os.environ[APP_SPEC_ENV], config)
     return served_app(config, create_app(config))
 
 
@@ -118,10 +124,19 @@ def uvicorn_config(config: Config, app: Any, **extra: Any) -> uvicorn.Config:
     )
 
 
-def serve(config: Config, config_path: str | None) -> None:
+def serve(config: Config, config_path: str | None, app_spec: str | None = None) -> None:
+    """Serve the standalone app, or with ``app_spec`` (``--app``) a host app sanic-rt is in."""
     # Build the app once here even with workers: bad config or plugins must
     # exit 2 from the parent, before any worker is forked.
-    app = create_app(config)
+    if app_spec is None:
+        app = create_app(config)
+        asgi = served_app(config, app)
+    else:
+        from .hosting import load_app  # hosting imports this module
+
+        hosted = load_app(app_spec, config)
+        app, asgi, config = hosted.sanic_app, hosted, hosted.config
+        os.environ[APP_SPEC_ENV] = app_spec
     log.info(startup_summary(config, app), extra={"path": config.source})
     log.debug("effective config (secrets masked): %s", json.dumps(masked(config)))
     if config.server.workers > 1:
@@ -137,7 +152,7 @@ def serve(config: Config, config_path: str | None) -> None:
                 metrics.cleanup_multiprocess(metrics_dir)
         return
     _exit_cleanly_after_shutdown()
-    uvicorn.Server(uvicorn_config(config, served_app(config, app))).run()
+    uvicorn.Server(uvicorn_config(config, asgi)).run()
 
 
 def startup_summary(config: Config, app: Any) -> str:

@@ -24,6 +24,9 @@ so a binary EVENT/ACK or any binary frame closes that Engine.IO session
 (docs/security.md). An Engine.IO session with no namespace connection is
 closed after ``[server] connect_timeout``: a refused client must not keep
 its session (and its memory) alive by answering pings.
+
+Websocket packets are read and written without python-engineio's per-packet
+task and timers (sanic_rt/engineio_ws.py).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from socketio import packet
 
 from . import metrics
 from .backend import BackendUnavailable
+from .engineio_ws import GatewayEngineIOServer
 from .namespace import handler_name
 from .recovery import Recovery
 
@@ -53,7 +57,13 @@ class GatewayServer(socketio.AsyncServer):
         self.connect_timeout = connect_timeout
         self._connect_deadlines = ConnectDeadlines()
 
+    def _engineio_server_class(self) -> type:
+        # python-socketio's factory for its Engine.IO server (async_server.py).
+        return GatewayEngineIOServer
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # Extends socketio/async_server.py AsyncServer._handle_eio_connect (private),
+        # which keeps ``environ`` for the connection's life.
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
         self._connect_deadlines.watch(self, eio_sid)
@@ -136,6 +146,9 @@ class GatewayServer(socketio.AsyncServer):
             raise BackendUnavailable("the cluster message bus did not answer") from None
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str | None = None) -> None:
+        # Extends socketio/async_server.py AsyncServer._handle_eio_disconnect (private);
+        # the wake-up uses engineio/async_socket.py AsyncSocket.queue, whose None
+        # ends a pending long-poll GET (tests/test_transports.py fails without it).
         await super()._handle_eio_disconnect(eio_sid, reason)
         socket = self.eio.sockets.get(eio_sid)
         if socket is not None and not socket.upgraded:

@@ -16,7 +16,7 @@ from sanic_rt.backend import BackendUnavailable
 from sanic_rt.config import load_config
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.presence import Presence
-from sanic_rt.presence_model import PublicView, Timings
+from sanic_rt.presence_model import PublicView
 from tests.support.clients import Client, eventually, http, make_token
 from tests.support.cluster import cluster_config, record_of, sentinel, updates_for, wire_up
 from tests.support.procs import Proc, redis_process
@@ -192,12 +192,14 @@ async def test_disconnects_kept_during_an_outage_are_bounded(tmp_path, caplog):
             "presence.backend": "redis",
             "presence.redis.url": url,
             "presence.ttl": TTL,
+            "presence.offline_grace": 0.2,
+            "presence.idle_timeout": 100,
             "presence.max_pending_disconnects": 2,
         },
     )
     host = PluginHost(config)
     host.load()
-    backend = host.backends()["redis"](config, Timings(TTL, 0.2, 100))
+    backend = host.backends()["redis"](config, config.presence)
     now = [1_800_000_000.0]
     presence = Presence(backend, config.presence, max_connections=10, clock=lambda: now[0])
     published: list[PublicView] = []

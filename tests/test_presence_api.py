@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from backends.memory import MemoryBackend
+from sanic_rt.app import create_app
 from sanic_rt.backend import BackendUnavailable, TouchResult
 from sanic_rt.config import PresenceConfig, load_config
 from sanic_rt.presence import Presence, TooManyConnections
@@ -17,7 +18,7 @@ from tests.support.clients import eventually
 @pytest.fixture
 async def presence():
     config = PresenceConfig(ttl=30, offline_grace=0.2, sweep_interval=0.05, idle_timeout=100)
-    backend = MemoryBackend(load_config(env={}), Timings(30, 0.2, 100))
+    backend = MemoryBackend(load_config(env={}), config)
     api = Presence(backend, config, max_connections=3)
     published: list = []
 
@@ -110,7 +111,7 @@ class CountingBackend(MemoryBackend):
 @pytest.fixture
 async def counted():
     config = PresenceConfig(ttl=30, offline_grace=0.2, sweep_interval=60, idle_timeout=100)
-    backend = CountingBackend(load_config(env={}), Timings(30, 0.2, 100))
+    backend = CountingBackend(load_config(env={}), config)
     api = Presence(backend, config, max_connections=3)
     await api.start()
     yield api, backend
@@ -149,3 +150,13 @@ async def test_a_close_racing_the_refresh_leaves_no_ghost(counted):
     await refresh
     record = await api.get("alice")
     assert record.connections == 0 and record.sids == ()
+
+
+def test_one_timings_object_reaches_the_backend_and_the_presence_api():
+    # ttl and its siblings used to be copied from [presence] into a second container.
+    config = load_config(env={}, overrides={"presence.ttl": 12, "presence.sweep_interval": 0.5})
+    presence = create_app(config).ctx.gateway.presence
+    assert isinstance(config.presence, Timings)
+    assert presence.backend.timings is config.presence
+    assert presence.timings is config.presence
+    assert Timings(30, 0.2, 100) == Timings(ttl=30, offline_grace=0.2, idle_timeout=100)

@@ -50,7 +50,7 @@ def test_every_public_name_is_importable_from_api_and_from_the_package():
     assert api.__all__ == sorted(api.__all__, key=lambda n: (not n.isupper(), n[0].islower(), n))
     for name in api.__all__:
         assert getattr(sanic_rt, name) is getattr(api, name), name
-    assert set(sanic_rt.__all__) == {*api.__all__, "api", "create_app", "load_config"}
+    assert set(sanic_rt.__all__) == {*api.__all__, "api", "attach", "create_app", "load_config"}
     assert api.testing is importlib.import_module("sanic_rt.testing")
 
 

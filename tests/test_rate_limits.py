@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from sanic_rt.ratelimit import IDS_PER_TOKEN, TokenBucket, event_cost
+import socketio
+
+from sanic_rt.ratelimit import IDS_PER_TOKEN, TokenBucket, UserBudgets, event_cost
 from tests.conftest import base_config
-from tests.support.clients import make_token
+from tests.support.clients import Client, make_token
 
 QUERY = {"user_ids": [f"u{i}" for i in range(500)]}
 QUERIES_PER_CONNECTION = 12
@@ -61,3 +64,68 @@ async def test_one_users_connections_share_a_budget_and_others_are_served(start_
     assert answers.count("rate_limited") > 0
     assert pings, "the bystander was never answered"
     print(f"bystander pings: {len(pings)}, slowest {max(pings) * 1000:.1f} ms")
+
+
+# --- review findings: reconnecting, status changes ------------------------------------------
+
+#: a user budget that refills slowly: one token every 2 s
+SLOW_USER_BUDGET = {"user_events_per_second": 0.5, "user_events_burst": 20}
+
+
+def test_a_users_bucket_outlives_their_last_connection_until_it_has_refilled():
+    budgets = UserBudgets(rate=1000.0, burst=5)
+    bucket = budgets.acquire("mallory")
+    assert bucket.take(5)
+    budgets.release("mallory")
+    # Reconnecting finds the same, empty bucket: no fresh budget.
+    assert budgets.acquire("mallory") is bucket and not bucket.take(5)
+    budgets.release("mallory")
+    full_at = bucket.full_at()
+    while time.monotonic() <= full_at:  # 5 ms at 1000 tokens/s
+        pass
+    budgets.take("bob")  # any later call drops what has refilled
+    assert len(budgets) == 1 and budgets.acquire("mallory") is not bucket
+
+
+async def test_reconnecting_does_not_buy_a_fresh_budget(start_server):
+    server = start_server(base_config(server=SLOW_USER_BUDGET))
+    token = make_token("mallory")
+    spent = 0  # accepted connects and answered pings: each took a token of the user's
+    refusals: list[Any] = []
+    started = time.monotonic()
+    for _ in range(8):  # connect, ping until refused, disconnect, again
+        client = Client()
+        try:
+            await client.connect(server.url, token)
+        except socketio.exceptions.ConnectionError:
+            refusals += client.refusals
+            continue
+        spent += 1
+        while (await client.call("ping", {}))["ok"]:
+            spent += 1
+        await client.close()
+    elapsed = time.monotonic() - started
+    # One budget for the whole run: the burst and its refill (a fresh one per
+    # connection allowed 8 x 20).
+    allowed = SLOW_USER_BUDGET["user_events_burst"] + 0.5 * elapsed + 1
+    assert spent <= allowed, (spent, allowed)
+    assert refusals, "no connect was charged"
+    assert all(r["data"]["code"] == "rate_limited" for r in refusals), refusals
+
+
+async def test_status_changes_are_limited_per_user(start_server, clients):
+    server = start_server(base_config(presence={"max_status_changes_per_minute": 4}))
+    token = make_token("mallory")
+    phone = await clients(server.url, token, namespaces=["/chats"])
+    laptop = await clients(server.url, token, namespaces=["/orders"])
+    answers = []
+    for i in range(6):  # one user's connections share the limit
+        for client, namespace in ((phone, "/chats"), (laptop, "/orders")):
+            status = "away" if i % 2 else "dnd"
+            ack = await client.call("presence:set_status", {"status": status}, namespace=namespace)
+            answers.append("ok" if ack["ok"] else ack["error"]["code"])
+    # A burst of 4, refilling one every 15 s: the run is over well before a 5th.
+    assert answers.count("ok") in (4, 5), answers
+    assert set(answers) == {"ok", "rate_limited"}, answers
+    other = await clients(server.url, make_token("bob"))
+    assert (await other.call("presence:set_status", {"status": "away"}))["ok"]

@@ -39,6 +39,8 @@ def node_config(presence_url: str, bus_url: str) -> dict[str, Any]:
             "offline_grace": GRACE,
             "sweep_interval": SWEEP,
             "redis": {"url": presence_url},
+            # first_write_after probes the storage with a status change every 50 ms
+            "max_status_changes_per_minute": 100_000,
         },
         cluster={"manager": "redis", "url": bus_url},
     )

@@ -48,6 +48,7 @@ function summary(values) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const TICK_MS = 100; // soak: the ping and churn timer
 
 function open(url, namespace, userId) {
   return io(url + namespace, {
@@ -319,7 +320,123 @@ async function burst(sender, receiver, conv) {
   emit({ event: "burst_done", acked, received, seconds: (now() - t0) / 1000 });
 }
 
-const modes = { storm, pings, fanout, crossNode };
+// (5) Soak: n clients, churn (connects and disconnects per second), a ping from every client
+// every pingSeconds, a fraction of them chatting; a "tick" line every reportSeconds. At the end
+// the churn and pings stop, "final" says how many are connected, and the driver (which then
+// compares that with the server's presence stats) sends "close".
+async function soak() {
+  const live = new Map(); // userId -> socket, connected ones only
+  const slots = Math.max(1, Math.round((opts.pingSeconds * 1000) / TICK_MS));
+  const rooms = 10;
+  let counter = 0;
+  let acks = 0, errors = 0, timeouts = 0, connects = 0, connectFailures = 0, disconnects = 0;
+  let unexpectedDisconnects = 0, chats = 0;
+  let tickLatencies = [];
+  const allLatencies = [];
+  const leaving = []; // sockets we disconnected: is their engine closed by the end?
+  const errorCodes = {};
+
+  function track(sock, userId, chatting, index) {
+    sock.on("disconnect", (reason) => {
+      live.delete(userId);
+      if (reason !== "io client disconnect") unexpectedDisconnects++;
+    });
+    live.set(userId, sock);
+    sock.soakSlot = index % slots; // spread the pings over the period
+    sock.soakRoom = chatting ? `soak-room-${index % rooms}` : null;
+    if (sock.soakRoom) sock.emit("chat:join", { conversation_id: sock.soakRoom });
+  }
+
+  function connectOne() {
+    const i = counter++;
+    const userId = `${opts.prefix}${i}`;
+    const sock = open(opts.url, opts.namespace, userId);
+    sock.once("connect", () => { connects++; track(sock, userId, Math.random() < opts.chatFraction, i); });
+    sock.once("connect_error", () => { connectFailures++; sock.close(); });
+  }
+
+  async function ping(sock) {
+    const t0 = now();
+    try {
+      const res = await sock.timeout(opts.ackTimeoutMs).emitWithAck("ping", {});
+      if (res && res.ok) {
+        acks++;
+        const ms = now() - t0;
+        tickLatencies.push(ms);
+        allLatencies.push(ms);
+      } else {
+        errors++;
+        const code = (res && res.error && res.error.code) || "unknown";
+        errorCodes[code] = (errorCodes[code] || 0) + 1;
+      }
+    } catch (e) {
+      if (sock.connected) timeouts++;
+    }
+    if (sock.soakRoom && sock.connected) {
+      sock.emit("chat:message", { conversation_id: sock.soakRoom, text: "soak" });
+      chats++;
+    }
+  }
+
+  // Ramp up: n clients, `concurrency` handshakes in flight.
+  const ramp = await connectMany(opts.url, opts.namespace, opts.prefix, opts.n, opts.concurrency);
+  counter = opts.n;
+  ramp.sockets.forEach((sock, i) => {
+    if (sock && sock.connected) track(sock, `${opts.prefix}${i}`, Math.random() < opts.chatFraction, i);
+  });
+  emit({ event: "ready", connected: live.size, failures: ramp.failures, seconds: ramp.seconds });
+
+  const started = now();
+  let slot = 0;
+  let churnDebt = 0;
+  const pinger = setInterval(() => {
+    for (const sock of live.values()) if (sock.soakSlot === slot) ping(sock);
+    slot = (slot + 1) % slots;
+    churnDebt += (opts.churnPerSecond * TICK_MS) / 1000;
+    const ids = churnDebt >= 1 ? Array.from(live.keys()) : [];
+    for (; churnDebt >= 1; churnDebt--) {
+      if (ids.length) {
+        const [userId] = ids.splice(Math.floor(Math.random() * ids.length), 1);
+        const gone = live.get(userId);
+        gone.disconnect();
+        leaving.push(gone);
+        disconnects++;
+      }
+      connectOne();
+    }
+  }, TICK_MS);
+  const reporter = setInterval(() => {
+    const lat = summary(tickLatencies);
+    tickLatencies = [];
+    emit({
+      event: "tick", t: (now() - started) / 1000, connected: live.size, acks, errors, timeouts,
+      connects, connect_failures: connectFailures, disconnects, unexpected_disconnects: unexpectedDisconnects,
+      chats, ack_p99_ms: lat.p99,
+    });
+  }, opts.reportSeconds * 1000);
+  await sleep(opts.seconds * 1000);
+  clearInterval(pinger);
+  clearInterval(reporter);
+  await sleep(Math.min(opts.ackTimeoutMs, 3000)); // let connects and acks in flight land
+  const lat = summary(allLatencies);
+  const engines = {};
+  for (const sock of leaving) {
+    const e = sock.io.engine;
+    const key = `${e.readyState}/wb${e.writeBuffer.length}/w${e.transport && e.transport.writable}`;
+    engines[key] = (engines[key] || 0) + 1;
+  }
+  emit({
+    event: "final",
+    disconnected_engines: engines, connected: live.size, acks, errors, error_codes: errorCodes, timeouts,
+    connects, connect_failures: connectFailures, disconnects, unexpected_disconnects: unexpectedDisconnects,
+    chats, ack_p50_ms: lat.p50, ack_p99_ms: lat.p99, seconds: (now() - started) / 1000,
+  });
+  await waitLine("close", opts.holdSeconds * 1000);
+  closeAll(Array.from(live.values()));
+  emit({ event: "done" });
+}
+
+const modes = { storm, pings, fanout, crossNode, soak };
 modes[opts.mode]()
   .then(() => process.exit(0))
   .catch((err) => {

@@ -356,3 +356,13 @@ async def test_settling_a_dead_node_is_bounded_per_call(make_backends):
         assert swept.remaining == frozenset({"A"})
     assert sorted(announced) == sorted(users)
     assert await node_b.online_count() == 0
+
+
+async def test_connect_many_admits_in_order_as_if_one_by_one(make_backends):
+    (b,) = await make_backends()
+    batch = [conn("u1", "s1"), conn("u2", "t1"), conn("u1", "s2"), conn("u1", "s3")]
+    results = await b.connect_many(batch, T0, 2)
+    assert [r.accepted for r in results] == [True, True, True, False]
+    assert [r.changes for r in results] == [[online("u1")], [online("u2")], [], []]
+    records = await b.get_many(["u1", "u2"], T0)
+    assert records["u1"].connections == 2 and records["u2"].connections == 1

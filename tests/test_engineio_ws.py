@@ -1,0 +1,142 @@
+"""The websocket transport without python-engineio's per-packet task (sanic_rt/engineio_ws.py).
+
+The first test fails when python-engineio or python-socketio change the code
+our override replaces or hooks into: then re-read it, port the change to
+sanic_rt/engineio_ws.py (and docs/upstream/), and update the fingerprints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+from typing import Any
+
+import pytest
+import socketio
+import websockets
+from engineio import async_socket
+from engineio.async_drivers import asgi
+
+from sanic_rt.engineio_ws import LeanWebSocket
+from sanic_rt.testing import config_from_dict, running_app, token
+
+SECRET = "e" * 32
+#: sha256 prefixes of the upstream code sanic_rt/engineio_ws.py relies on
+#: (python-engineio 4.15.1, python-socketio 5.18.1)
+UPSTREAM = {
+    # replaced: the per-packet reader and writer
+    "AsyncSocket._websocket_handler": (
+        async_socket.AsyncSocket._websocket_handler,
+        "27f120df4d717a24",
+    ),
+    "AsyncSocket.poll": (async_socket.AsyncSocket.poll, "826f58a9f3606db2"),
+    # hooked into: the driver is built with the socket's bound _websocket_handler
+    "AsyncSocket._upgrade_websocket": (
+        async_socket.AsyncSocket._upgrade_websocket,
+        "820b83efe96adb98",
+    ),
+    "WebSocket.__call__": (asgi.WebSocket.__call__, "abbf7a49b2256d37"),
+    "WebSocket.wait": (asgi.WebSocket.wait, "0346a1c9ebdafdff"),
+    "WebSocket.send": (asgi.WebSocket.send, "0af97629973f3c51"),
+    "AsyncServer._engineio_server_class": (
+        socketio.AsyncServer._engineio_server_class,
+        "199c42bf149247e0",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM))
+def test_upstream_code_is_what_the_override_was_written_against(name: str) -> None:
+    function, fingerprint = UPSTREAM[name]
+    assert hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] == fingerprint
+
+
+def ws_url(url: str, sid_token: str) -> str:
+    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+
+class TaskCounter:
+    """Counts tasks created on the running loop, by coroutine name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __enter__(self) -> TaskCounter:
+        self.loop = asyncio.get_running_loop()
+        self.previous = self.loop.get_task_factory()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            self.names.append(getattr(coro, "__qualname__", ""))
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        self.loop.set_task_factory(factory)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.set_task_factory(self.previous)
+
+
+async def test_the_asgi_driver_is_ours_and_reads_without_a_task_per_packet() -> None:
+    config = config_from_dict({"auth": {"secret": SECRET}})
+    async with running_app(config) as (app, url):
+        assert app.ctx.gateway.sio.eio._async["websocket"] is LeanWebSocket
+        client = socketio.AsyncClient()
+        await client.connect(
+            url, namespaces=["/chats"], auth={"token": token(config, "u")}, transports=["websocket"]
+        )
+        try:
+            with TaskCounter() as counter:
+                for _ in range(30):
+                    assert (await client.call("ping", {}, namespace="/chats", timeout=10))["ok"]
+        finally:
+            await client.disconnect()
+    # python-engineio's reader makes one such task per packet received
+    assert not [name for name in counter.names if "websocket_wait" in name]
+
+
+async def test_upgrade_from_polling_still_works() -> None:
+    config = config_from_dict({"auth": {"secret": SECRET}})
+    async with running_app(config) as (_, url):
+        client = socketio.AsyncClient()
+        await client.connect(
+            url,
+            namespaces=["/chats"],
+            auth={"token": token(config, "u")},
+            transports=["polling", "websocket"],
+        )
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while client.transport() != "websocket":
+                assert asyncio.get_running_loop().time() < deadline, "no upgrade"
+                await asyncio.sleep(0.02)
+            assert (await client.call("ping", {}, namespace="/chats", timeout=10))["ok"]
+        finally:
+            await client.disconnect()
+
+
+async def test_an_undecodable_packet_closes_the_connection_without_a_traceback(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    config = config_from_dict({"auth": {"secret": SECRET}})
+    async with running_app(config) as (_, url):
+        async with websockets.connect(ws_url(url, "")) as ws:
+            opened = await asyncio.wait_for(ws.recv(), 5)
+            assert opened.startswith("0{")
+            await ws.send("x-not-an-engine-io-packet")
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+async def test_a_silent_client_is_dropped_after_ping_interval_and_timeout() -> None:
+    config = config_from_dict(
+        {"auth": {"secret": SECRET}, "server": {"ping_interval": 1, "ping_timeout": 1}}
+    )
+    async with running_app(config) as (_, url):
+        async with websockets.connect(ws_url(url, "")) as ws:
+            await asyncio.wait_for(ws.recv(), 5)  # the OPEN packet; then never a PONG
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
