@@ -18,7 +18,6 @@ after the deadline (docs/deployment.md, "When Redis is down").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import socketio
@@ -106,6 +105,17 @@ async def cancel_task(task: Any) -> None:
     """Cancel ``task`` (if it is a running asyncio task) and wait for it to end."""
     if isinstance(task, asyncio.Task) and not task.done():
         task.cancel()
-        # Bounded: a shutdown must not hang on a task stuck in a client's cleanup.
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, CLOSE_TIMEOUT)
+        await wait_bounded(task)
+
+
+async def wait_bounded(awaitable: Any) -> None:
+    """Wait up to ``CLOSE_TIMEOUT`` for ``awaitable``, never longer, never raising.
+
+    ``asyncio.wait`` rather than ``wait_for``: on a timeout ``wait_for`` cancels
+    and then waits for the cancellation to finish, which a client stuck in its
+    connection cleanup can make unbounded; a shutdown must not hang on it.
+    """
+    future = asyncio.ensure_future(awaitable)
+    await asyncio.wait({future}, timeout=CLOSE_TIMEOUT)
+    if future.done() and not future.cancelled():
+        future.exception()  # retrieved: a failed close is not worth a warning

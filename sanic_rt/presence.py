@@ -194,6 +194,12 @@ class Presence:
                 pass  # already warned by _call
             except Exception:
                 log.exception("presence job %s failed", job.__name__)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that arrived during the job was swallowed on its way
+                # (a Redis client's cleanup can); the loop must still stop, or
+                # close() waits for it for ever.
+                raise asyncio.CancelledError
 
     # --- the backend boundary ----------------------------------------------------
 

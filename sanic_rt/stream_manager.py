@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,7 +29,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from .backend import BackendUnavailable
-from .managers import CLOSE_TIMEOUT, cancel_task
+from .managers import cancel_task, wait_bounded
 from .recovery import (
     DEFAULT_LIMITS,
     Recovery,
@@ -153,8 +152,7 @@ class StreamManager(AsyncPubSubManager):
         """Stop the reader and release both Redis clients; called at shutdown."""
         await cancel_task(getattr(self, "thread", None))
         for client in (self._reader, self.redis):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT)
+            await wait_bounded(client.aclose())
 
     # --- publishing ----------------------------------------------------------------
 

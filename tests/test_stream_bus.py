@@ -242,4 +242,4 @@ async def test_shutdown_stops_the_bus_reader_and_heartbeat(redis_proc, tmp_path)
             tasks = [manager.thread, getattr(manager, "_heartbeat_task", None)]
             assert not any(t.done() for t in tasks if t is not None), routing
         # Left running, both kept polling Redis (and beating) after the app stopped.
-        assert all(t.done() for t in tasks if t is not None), routing
+        await eventually(lambda ts=tasks: all(t.done() for t in ts if t is not None))
