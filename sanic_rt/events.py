@@ -40,6 +40,7 @@ from .config import Config, ConfigError, WebhookConfig
 from .plugin_manager import FAILING_PLUGIN_ATTR, PerPlugin, PluginHost, await_me_maybe
 from .presence_model import PublicView
 from .redis_connect import close_redis, connect_redis, is_cluster
+from .tasks import cancel_task
 
 log = logging.getLogger("sanic_rt.events")
 
@@ -247,10 +248,7 @@ class QueueWebhookSender:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         await self.poster.close()
 
     async def _run(self) -> None:
@@ -323,10 +321,7 @@ class StreamWebhookSender:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         await self.poster.close()
         await close_redis(self.redis)
 

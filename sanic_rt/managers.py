@@ -17,18 +17,16 @@ after the deadline (docs/deployment.md, "When Redis is down").
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import socketio
 
 from .backend import BackendUnavailable
+from .tasks import cancel_task
 
 # Attempts per publish: the second one reconnects (a pooled connection may be
 # stale after a Redis restart), as upstream's _publish does.
 PUBLISH_ATTEMPTS = 2
-#: seconds a shutdown waits for a manager's task or client to close
-CLOSE_TIMEOUT = 2.0
 
 
 class PublishBeforeDelivering:
@@ -99,23 +97,3 @@ async def close_manager(manager: Any) -> None:
         await close()
         return
     await cancel_task(getattr(manager, "thread", None))
-
-
-async def cancel_task(task: Any) -> None:
-    """Cancel ``task`` (if it is a running asyncio task) and wait for it to end."""
-    if isinstance(task, asyncio.Task) and not task.done():
-        task.cancel()
-        await wait_bounded(task)
-
-
-async def wait_bounded(awaitable: Any) -> None:
-    """Wait up to ``CLOSE_TIMEOUT`` for ``awaitable``, never longer, never raising.
-
-    ``asyncio.wait`` rather than ``wait_for``: on a timeout ``wait_for`` cancels
-    and then waits for the cancellation to finish, which a client stuck in its
-    connection cleanup can make unbounded; a shutdown must not hang on it.
-    """
-    future = asyncio.ensure_future(awaitable)
-    await asyncio.wait({future}, timeout=CLOSE_TIMEOUT)
-    if future.done() and not future.cancelled():
-        future.exception()  # retrieved: a failed close is not worth a warning

@@ -29,7 +29,6 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
 from .backend import BackendUnavailable
-from .managers import cancel_task, wait_bounded
 from .recovery import (
     DEFAULT_LIMITS,
     Recovery,
@@ -40,6 +39,7 @@ from .recovery import (
     parse_offset,
 )
 from .redis_connect import connect_redis
+from .tasks import cancel_task, wait_bounded
 
 log = logging.getLogger("sanic_rt.stream_manager")
 

@@ -29,8 +29,8 @@ from redis.exceptions import RedisError
 
 from .backend import BackendUnavailable
 from .gateway import PRESENCE_ROOM_PREFIX
-from .managers import cancel_task
 from .stream_manager import StreamManager
+from .tasks import cancel_task
 
 log = logging.getLogger("sanic_rt.targeted_bus")
 
