@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
@@ -211,10 +212,9 @@ class RedisBackend(PresenceBackend):
         except ValueError as err:
             raise ConfigError(self.config.source, "presence.redis.url", str(err)) from None
         self.cluster = is_cluster(self.redis)
-        # register_script only hashes the text (no I/O); a call runs EVALSHA and
-        # loads the script on NOSCRIPT (a new or restarted Redis). Pipelines do the
-        # same in _run_many.
-        self.script = self.redis.register_script(SCRIPT)
+        # Calls run EVALSHA and fall back to EVAL (_run) or SCRIPT LOAD (_run_many)
+        # on NOSCRIPT: a new, restarted or just-promoted Redis.
+        self.script_sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
     # --- keys ----------------------------------------------------------------------
 
@@ -287,10 +287,17 @@ class RedisBackend(PresenceBackend):
         return [self.events_key(shard) if self.stream else "", self._maxlen]
 
     async def _run(self, shard: int, user_keys: list[str], args: list[Any]) -> list[Any]:
+        keys = self._index_keys(shard) + user_keys
+        args = args + self._event_args(shard)
         async with self._guard():
-            return await self.script(
-                keys=self._index_keys(shard) + user_keys, args=args + self._event_args(shard)
-            )
+            try:
+                return await self.redis.evalsha(self.script_sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # A new or just-promoted master has an empty script cache. EVAL goes
+                # where the keys live and caches the script there; redis-py's own
+                # retry sends SCRIPT LOAD to the primaries it knows of, which right
+                # after a Cluster failover is the old map (seen in CI: NOSCRIPT again).
+                return await self.redis.eval(SCRIPT, len(keys), *keys, *args)
 
     async def _run_many(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
         """Several script calls (one per shard) in one pipelined round trip.
@@ -313,7 +320,7 @@ class RedisBackend(PresenceBackend):
                     shard, user_keys, args = calls[i]
                     keys = self._index_keys(shard) + user_keys
                     args = args + self._event_args(shard)
-                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                    pipe.evalsha(self.script_sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
                 missing = []
                 for i, reply in zip(pending, replies, strict=True):

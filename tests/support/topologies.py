@@ -34,7 +34,7 @@ def _client(port: int) -> redis.Redis:
     )
 
 
-def _ask(port: int, *command: Any) -> Any:
+def ask(port: int, *command: Any) -> Any:
     """One command to one server; None if it does not answer."""
     try:
         with _client(port) as r:
@@ -105,7 +105,7 @@ class SentinelSetup:
     def master_port(self) -> int | None:
         """The master's port as the first answering sentinel reports it."""
         for s in self.sentinels:
-            reply = _ask(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            reply = ask(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
             if reply:
                 return int(reply[1])
         return None
@@ -115,7 +115,7 @@ class SentinelSetup:
         if _info(self.replica.port, "replication").get("master_link_status") != "up":
             return False
         for s in self.sentinels:
-            state = _ask(s.port, "SENTINEL", "MASTER", SERVICE)  # parsed into a dict
+            state = ask(s.port, "SENTINEL", "MASTER", SERVICE)  # parsed into a dict
             if not state or int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
                 return False
         return True
@@ -203,7 +203,7 @@ class ClusterSetup:
         """Every live node sees the cluster ok, with the expected masters, replicas in sync."""
         live = self.live_nodes()
         for node in live:
-            info = _ask(node.port, "CLUSTER", "INFO")
+            info = ask(node.port, "CLUSTER", "INFO")
             if not info or "cluster_state:ok" not in info:
                 return False
             # every node knows every other, in its current role: a master that still
@@ -219,14 +219,14 @@ class ClusterSetup:
 
     def _roles_seen_by(self, node: Proc) -> tuple[int, int]:
         """(live masters, replicas) in ``node``'s CLUSTER NODES view."""
-        lines = (_ask(node.port, "CLUSTER", "NODES") or "").splitlines()
+        lines = (ask(node.port, "CLUSTER", "NODES") or "").splitlines()
         flags = [line.split()[2].split(",") for line in lines if len(line.split()) > 2]
         alive = [f for f in flags if "fail" not in f and "fail?" not in f]
         return sum("master" in f for f in alive), sum("slave" in f for f in alive)
 
     def master_of_slot(self, slot: int) -> Proc:
         for node in self.live_nodes():
-            for start, end, master, *_ in _ask(node.port, "CLUSTER", "SLOTS") or []:
+            for start, end, master, *_ in ask(node.port, "CLUSTER", "SLOTS") or []:
                 if start <= slot <= end:
                     port = int(master[1])
                     return next(n for n in self.nodes if n.port == port)
@@ -250,7 +250,7 @@ class ClusterSetup:
             return _info(replica.port, "replication").get("role") == "master"
 
         for attempt in range(attempts):
-            assert _ask(replica.port, "CLUSTER", "FAILOVER")
+            assert ask(replica.port, "CLUSTER", "FAILOVER")
             try:
                 wait_until(promoted, timeout=8, interval=0.05)
                 break
@@ -260,7 +260,7 @@ class ClusterSetup:
         wait_until(self.healthy, timeout=30, interval=0.1)
 
     def keyslot(self, key: str) -> int:
-        return int(_ask(self.live_nodes()[0].port, "CLUSTER", "KEYSLOT", key))
+        return int(ask(self.live_nodes()[0].port, "CLUSTER", "KEYSLOT", key))
 
     def wait_failover(self, victim: Proc, slot: int, timeout: float = 30) -> Proc:
         """Wait until another node serves ``slot`` as master and the cluster is ok."""
@@ -272,7 +272,7 @@ class ClusterSetup:
                 return None
             if owner is victim:
                 return None
-            info = _ask(owner.port, "CLUSTER", "INFO")
+            info = ask(owner.port, "CLUSTER", "INFO")
             return owner if info and "cluster_state:ok" in info else None
 
         return wait_until(promoted, timeout=timeout, interval=0.05)
@@ -288,7 +288,7 @@ def redis_memory(port: int) -> int:
 
 
 def wait_writable(port: int, timeout: float = 10) -> None:
-    wait_until(lambda: _ask(port, "SET", "probe", "1"), timeout=timeout)
+    wait_until(lambda: ask(port, "SET", "probe", "1"), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
