@@ -242,7 +242,7 @@ class Soak:
             load.send("count")  # the clients' own figure, at the same moment
             last["clients_connected"] = load.expect("count", 30)["connected"]
             connected = last["clients_connected"]
-            return last["online_users"] == connected and last["connections"] == connected
+            return bool(last["online_users"] == connected == last["connections"])
 
         matched = poll(equal, SETTLE_BOUND, interval=0.5)
         own = get_json(server_url(server.port or 0) + "/bench/connections", 30)
