@@ -75,7 +75,7 @@ def settings() -> dict[str, float]:
         "chat_fraction": env("SOAK_CHAT_FRACTION", 0.01),
         "sample_seconds": env("SOAK_SAMPLE_SECONDS", 5),
         # How long the connects in flight when the churn stops may take to be answered.
-        "settle_seconds": env("SOAK_SETTLE_SECONDS", 60),
+        "settle_seconds": env("SOAK_SETTLE_SECONDS", 30),
         "server_duty": env("SOAK_SERVER_DUTY", 1.0),
         # RSS grows while caches, pools and the allocator's arenas fill; the slope
         # that matters is the one after that.

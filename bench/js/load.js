@@ -450,7 +450,7 @@ async function soak() {
   const pendingAtStop = pending.size;
   const connectedAtStop = live.size; // what "final" reported before the connects settled
   const settleStarted = now();
-  const settleMs = (opts.settleSeconds ?? 60) * 1000;
+  const settleMs = (opts.settleSeconds ?? 30) * 1000;
   while (pending.size && now() - settleStarted < settleMs) await sleep(100);
   const abandoned = pending.size; // still unanswered: given up on, like a client timing out
   for (const sock of pending) sock.close();
