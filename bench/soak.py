@@ -9,6 +9,18 @@ in the server, ``bench/soak_server.py``) are read. At the end the churn stops an
 ``/api/v1/presence/stats`` must come to equal the clients actually connected
 once the offline grace has passed.
 
+"Actually connected" is counted once every connect still in flight when the churn
+stopped has ended (connected, refused, or given up on after SOAK_SETTLE_SECONDS and
+closed): on a starved server a connect takes seconds, and clients that connected
+after the count would otherwise look like connections the server kept. The
+comparison asks the load generator for its current count each time, and waits
+up to ping interval + ping timeout + the offline grace (and a margin): a client that
+vanished without a close is only noticed by Engine.IO's heartbeat.
+
+SOAK_SERVER_DUTY (a fraction, default 1) starves the server on purpose: it is stopped
+(SIGSTOP) for the rest of every 100 ms, as on a machine whose other work takes most of
+the server's core; a small run reproduces what an overloaded server does under churn.
+
 SOAK_SCALE=0.2 scales clients and duration down for a smoke run (about 2 minutes);
 scaled results go to bench/results/scaled/, full ones to bench/results/:
 ``soak-<date>.json``, ``.md`` and ``.png``.
@@ -16,17 +28,22 @@ scaled results go to bench/results/scaled/, full ones to bench/results/:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from sanic_rt.config import ServerConfig
 
 from .__main__ import machine
 from .procs import Proc, cores, free_port, poll, redis_proc
@@ -34,6 +51,11 @@ from .sockets import Context, load_proc, sanic_rt_target, server_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 OFFLINE_GRACE = 2.0
+# The server's defaults (sanic_rt.config.ServerConfig), which the soak does not change.
+PING_INTERVAL, PING_TIMEOUT = ServerConfig.ping_interval, ServerConfig.ping_timeout
+# How long the comparison at the end may wait for the server to catch up: a connection
+# whose client vanished without a close ends after ping interval + ping timeout.
+SETTLE_BOUND = PING_INTERVAL + PING_TIMEOUT + OFFLINE_GRACE + 15
 TARGETS = {"rss_slope_mb_per_min": 1.0, "loop_lag_p99_ms": 50.0}
 
 
@@ -52,6 +74,9 @@ def settings() -> dict[str, float]:
         "ping_seconds": env("SOAK_PING_SECONDS", 5),
         "chat_fraction": env("SOAK_CHAT_FRACTION", 0.01),
         "sample_seconds": env("SOAK_SAMPLE_SECONDS", 5),
+        # How long the connects in flight when the churn stops may take to be answered.
+        "settle_seconds": env("SOAK_SETTLE_SECONDS", 30),
+        "server_duty": env("SOAK_SERVER_DUTY", 1.0),
         # RSS grows while caches, pools and the allocator's arenas fill; the slope
         # that matters is the one after that.
         "warmup_seconds": env("SOAK_WARMUP_SECONDS", seconds / 5),
@@ -69,6 +94,37 @@ def slope_mb_per_min(points: list[tuple[float, float]]) -> float | None:
         return None
     ts, ys = [p[0] for p in points], [p[1] for p in points]
     return statistics.linear_regression(ts, ys).slope * 60
+
+
+class Throttle:
+    """Runs a process ``duty`` of every ``period`` seconds (SIGSTOP/SIGCONT), until stopped."""
+
+    def __init__(self, pid: int, duty: float, period: float = 0.1) -> None:
+        self.pid, self.duty, self.period = pid, duty, period
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.wait(self.duty * self.period):
+                os.kill(self.pid, signal.SIGSTOP)
+                self.stopping.wait((1 - self.duty) * self.period)
+                os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+
+    def __enter__(self) -> Throttle:
+        if self.duty < 1:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -107,8 +163,10 @@ class Soak:
             print(
                 f"  ramp-up: {ready['connected']} connected in {ready['seconds']:.0f}s", flush=True
             )
-            final = self.sample_until_final(server, load)
-            stats = self.settle_stats(server, final["connected"])
+            assert server.proc is not None
+            with Throttle(server.proc.pid, self.cfg["server_duty"]):
+                final = self.sample_until_final(server, load)
+                stats = self.settle_stats(server, load)
             load.send("close")
             load.expect("done", 60)
             return self.summary(ready, final, stats)
@@ -133,8 +191,9 @@ class Soak:
             "chatFraction": cfg["chat_fraction"],
             "reportSeconds": cfg["sample_seconds"],
             "ackTimeoutMs": 10000,
-            "holdSeconds": 120,
-            "maxSeconds": 300 + cfg["clients"] / 20 + cfg["seconds"],
+            "settleSeconds": cfg["settle_seconds"],
+            "holdSeconds": 60 + SETTLE_BOUND,
+            "maxSeconds": 300 + cfg["clients"] / 20 + cfg["seconds"] + cfg["settle_seconds"],
         }
 
     def sample_until_final(self, server: Proc, load: Proc) -> dict[str, Any]:
@@ -142,7 +201,7 @@ class Soak:
         cpu0 = server.cpu_seconds()
         get_json(server_url(server.port or 0) + "/bench/lag")  # forget the ramp-up's samples
         while True:
-            message = load.message(self.cfg["seconds"] + 120)
+            message = load.message(self.cfg["seconds"] + self.cfg["settle_seconds"] + 120)
             if message.get("event") == "final":
                 return message
             if message.get("event") != "tick":
@@ -172,17 +231,20 @@ class Soak:
             return {"samples_ms": [], "p99_ms": None}
         return lag
 
-    def settle_stats(self, server: Proc, connected: int) -> dict[str, Any]:
-        """Poll the presence stats until they equal the connected clients (bounded)."""
+    def settle_stats(self, server: Proc, load: Proc) -> dict[str, Any]:
+        """Poll the presence stats until they equal the clients connected now (bounded)."""
         url = server_url(server.port or 0) + "/api/v1/presence/stats"
         last: dict[str, Any] = {}
         started = time.monotonic()
 
         def equal() -> bool:
             last.update(get_json(url)["data"])
-            return last["online_users"] == connected and last["connections"] == connected
+            load.send("count")  # the clients' own figure, at the same moment
+            last["clients_connected"] = load.expect("count", 30)["connected"]
+            connected = last["clients_connected"]
+            return bool(last["online_users"] == connected == last["connections"])
 
-        matched = poll(equal, OFFLINE_GRACE + 60, interval=0.5)
+        matched = poll(equal, SETTLE_BOUND, interval=0.5)
         own = get_json(server_url(server.port or 0) + "/bench/connections", 30)
         return {
             **last,
@@ -201,7 +263,8 @@ class Soak:
             "ramp_up": {k: v for k, v in ready.items() if k != "event"},
             "final": final,
             "presence_stats_after_grace": stats,
-            "connected_at_end": final["connected"],
+            # The clients' own count at the last comparison (final's if none answered).
+            "connected_at_end": stats.get("clients_connected", final["connected"]),
             "rss_slope_mb_per_min": slope_mb_per_min(warm),
             "rss_mb_first_last": [self.samples[0]["rss_mb"], self.samples[-1]["rss_mb"]]
             if self.samples
@@ -271,7 +334,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"Ramp-up: {result['ramp_up']['connected']:,} connected in "
         f"{result['ramp_up']['seconds']:.0f} s ({result['ramp_up']['failures']} failures). "
         f"During the soak: {final['acks']:,} acks (p50 {_fmt(final['ack_p50_ms'])} ms), "
-        f"{final['connects']:,} connects ({final['connect_failures']} failed), "
+        f"{final['connects']:,} connects ({final['connect_failures']} failed; "
+        f"{final['connected_at_stop']:,} connected and "
+        f"{final['connects_pending_at_stop']} still in flight when the churn stopped, "
+        f"{final['connects_abandoned']} of them unanswered after "
+        f"{_fmt(final['connects_settle_s'])} s and closed), "
         f"{final['disconnects']:,} disconnects, {final['chats']:,} chat messages; "
         f"error acks {final['errors']} {final['error_codes']}, ack timeouts "
         f"{final['timeouts']}, unexpected disconnects {final['unexpected_disconnects']}. "

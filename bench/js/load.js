@@ -320,12 +320,33 @@ async function burst(sender, receiver, conv) {
   emit({ event: "burst_done", acked, received, seconds: (now() - t0) / 1000 });
 }
 
+// Like waitLine("close"), but answers each "count" line with a "count" report from count().
+function serveUntilClose(count, ms) {
+  return new Promise((resolve) => {
+    const rl = readline.createInterface({ input: process.stdin });
+    const timer = setTimeout(() => { rl.close(); resolve(false); }, ms);
+    rl.on("line", (line) => {
+      const cmd = line.trim();
+      if (cmd === "count") emit({ event: "count", ...count() });
+      if (cmd === "close") { clearTimeout(timer); rl.close(); resolve(true); }
+    });
+    rl.on("close", () => { clearTimeout(timer); resolve(false); });
+  });
+}
+
 // (5) Soak: n clients, churn (connects and disconnects per second), a ping from every client
 // every pingSeconds, a fraction of them chatting; a "tick" line every reportSeconds. At the end
-// the churn and pings stop, "final" says how many are connected, and the driver (which then
-// compares that with the server's presence stats) sends "close".
+// the churn and pings stop, the connects still in flight are waited for (up to
+// opts.settleSeconds; the ones still unanswered then are closed), "final" says how many are
+// connected, and the driver (which then compares that with the server's presence stats,
+// asking "count" for the current figure) sends "close".
 async function soak() {
   const live = new Map(); // userId -> socket, connected ones only
+  // Connects sent and not yet answered (connect or connect_error). On a starved server they
+  // take seconds: a client connected after "final" but not counted in it would look like a
+  // connection the server kept.
+  const pending = new Set();
+  let connectAttempts = 0;
   const slots = Math.max(1, Math.round((opts.pingSeconds * 1000) / TICK_MS));
   const rooms = 10;
   let counter = 0;
@@ -351,8 +372,14 @@ async function soak() {
     const i = counter++;
     const userId = `${opts.prefix}${i}`;
     const sock = open(opts.url, opts.namespace, userId);
-    sock.once("connect", () => { connects++; track(sock, userId, Math.random() < opts.chatFraction, i); });
-    sock.once("connect_error", () => { connectFailures++; sock.close(); });
+    connectAttempts++;
+    pending.add(sock);
+    sock.once("connect", () => {
+      pending.delete(sock);
+      connects++;
+      track(sock, userId, Math.random() < opts.chatFraction, i);
+    });
+    sock.once("connect_error", () => { pending.delete(sock); connectFailures++; sock.close(); });
   }
 
   async function ping(sock) {
@@ -411,13 +438,23 @@ async function soak() {
     emit({
       event: "tick", t: (now() - started) / 1000, connected: live.size, acks, errors, timeouts,
       connects, connect_failures: connectFailures, disconnects, unexpected_disconnects: unexpectedDisconnects,
-      chats, ack_p99_ms: lat.p99,
+      chats, ack_p99_ms: lat.p99, connect_attempts: connectAttempts, connects_pending: pending.size,
     });
   }, opts.reportSeconds * 1000);
   await sleep(opts.seconds * 1000);
   clearInterval(pinger);
   clearInterval(reporter);
   await sleep(Math.min(opts.ackTimeoutMs, 3000)); // let connects and acks in flight land
+  const seconds = (now() - started) / 1000;
+  // Every connect in flight must end connected or refused before the count is final.
+  const pendingAtStop = pending.size;
+  const connectedAtStop = live.size; // what "final" reported before the connects settled
+  const settleStarted = now();
+  const settleMs = (opts.settleSeconds ?? 30) * 1000;
+  while (pending.size && now() - settleStarted < settleMs) await sleep(100);
+  const abandoned = pending.size; // still unanswered: given up on, like a client timing out
+  for (const sock of pending) sock.close();
+  pending.clear();
   const lat = summary(allLatencies);
   const engines = {};
   for (const sock of leaving) {
@@ -429,9 +466,12 @@ async function soak() {
     event: "final",
     disconnected_engines: engines, connected: live.size, acks, errors, error_codes: errorCodes, timeouts,
     connects, connect_failures: connectFailures, disconnects, unexpected_disconnects: unexpectedDisconnects,
-    chats, ack_p50_ms: lat.p50, ack_p99_ms: lat.p99, seconds: (now() - started) / 1000,
+    chats, ack_p50_ms: lat.p50, ack_p99_ms: lat.p99, seconds,
+    connect_attempts: connectAttempts, connected_at_stop: connectedAtStop, connects_pending_at_stop: pendingAtStop,
+    connects_abandoned: abandoned, connects_settle_s: (now() - settleStarted) / 1000,
   });
-  await waitLine("close", opts.holdSeconds * 1000);
+  await serveUntilClose(() => ({ connected: live.size, unexpected_disconnects: unexpectedDisconnects }),
+    opts.holdSeconds * 1000);
   closeAll(Array.from(live.values()));
   emit({ event: "done" });
 }
