@@ -48,3 +48,22 @@ async def test_a_session_closed_by_the_server_ends_its_websocket_though_the_clie
         assert closed, "the websocket outlived its closed Engine.IO session"
     status, body = await http("GET", server.url + "/api/v1/presence/stats")
     assert status == 200 and body["data"]["connections"] == 0, body
+
+
+async def test_deeply_nested_json_is_a_decode_error_not_an_asgi_exception(start_server) -> None:
+    # python-engineio's Packet.decode json-decodes every packet's payload and
+    # falls back to the raw text on ValueError; the standard library raises
+    # RecursionError on deep nesting (orjson: JSONDecodeError past depth 1024,
+    # which sanic_rt/wire_json.py hands to the standard library). It escaped the
+    # websocket handler: one uvicorn traceback per frame, before any token.
+    server = start_server(base_config())
+    async with websockets.connect(ws_url(server.url)) as ws:
+        assert (await ws.recv()).startswith("0")
+        await ws.send("4" + "[" * 5000)
+        # Packets are handled in order: the answer to this connect comes after.
+        await ws.send("40/chats," + json.dumps({"token": make_token("mallory")}))
+        answer = await asyncio.wait_for(ws.recv(), 5)
+        while answer == "2":  # a PING
+            answer = await asyncio.wait_for(ws.recv(), 5)
+        assert answer.startswith("40/chats,"), answer
+    assert "Exception in ASGI application" not in server.log(), server.log()[-2000:]
