@@ -154,7 +154,10 @@ async def _read_loop(socket: Any, ws: Any) -> None:
                         return  # connection closed by client
                     if len(data) > max_size:
                         return  # as upstream: too large ends the connection
-                    if not await _dispatch(socket, data):
+                    if socket.closed or not await _dispatch(socket, data):
+                        # Closed by the server (a ping timeout in python-engineio's
+                        # service task, a CLOSE packet): upstream's writer ends the
+                        # websocket when poll() times out; ours has no timeout.
                         return
             finally:
                 deadline.cancel()

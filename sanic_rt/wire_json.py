@@ -9,7 +9,8 @@ answer differently, so that what goes over the wire means the same:
   standard library keeps them exact (and python-engineio refuses ones over 100
   digits). Text with a run of 19 or more digits is decoded by python-engineio's
   module; so is anything orjson rejects (``NaN``, lone surrogates, ``1e400``),
-  which then raises or decodes exactly as before.
+  which then raises or decodes exactly as before, except that nesting too
+  deep for it raises ``ValueError`` (as orjson does) instead of ``RecursionError``.
 - ``dumps``: orjson refuses integers beyond 64 bits, non-string keys and lone
   surrogates; those go to the standard library. Dataclasses and datetimes are
   passed through to it too, so they still raise ``TypeError`` as before.
@@ -50,6 +51,16 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 
 def loads(text: str | bytes, **kwargs: Any) -> Any:
     """``json.loads`` for Engine.IO/Socket.IO packets; large integers stay exact."""
+    try:
+        return _loads(text, **kwargs)
+    except RecursionError:
+        # Deep nesting: orjson says JSONDecodeError, the standard library
+        # RecursionError, which python-engineio's Packet.decode does not catch
+        # (it escaped the websocket handler as a traceback per frame).
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _loads(text: str | bytes, **kwargs: Any) -> Any:
     if not kwargs and _LONG_DIGIT_RUN.search(text if isinstance(text, str) else text.decode()):
         return engineio_json.loads(text)
     if not kwargs:
