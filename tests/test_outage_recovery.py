@@ -143,15 +143,7 @@ async def test_the_connection_cap_holds_during_and_after_an_outage(redis_proc, s
     assert "Traceback" not in node_a.log() + node_b.log()
 
 
-# Known bug, open: on a fresh memcached (run alone, or first in its module) the
-# crashed node's users are not settled within the deadline; in the full suite's
-# order it passes. Crash detection on Redis is proven by the other parameter.
-MEMCACHED_CRASH_BUG = pytest.mark.xfail(
-    reason="memcached crash detection misses a crash on a fresh server", strict=False
-)
-
-
-@pytest.mark.parametrize("backend", ["redis", pytest.param("memcached", marks=MEMCACHED_CRASH_BUG)])
+@pytest.mark.parametrize("backend", ["redis", "memcached"])
 async def test_a_crashed_nodes_users_go_offline_before_their_ttl(
     backend, redis_proc, start_server, clients, request
 ):
