@@ -31,7 +31,7 @@ from .presence import Presence
 from .recovery import MemoryEventLog, MemoryLogManager, Recovery, SessionLimits
 from .redis_connect import parse_redis_url
 from .room_index import indexed_manager
-from .sio_server import GatewayServer
+from .sio_server import GatewayPacket, GatewayServer
 from .stream_manager import StreamManager
 from .targeted_bus import TargetedStreamManager
 
@@ -317,6 +317,7 @@ def create_app(
         # sent right after it. Handlers are short (backend calls time out).
         async_handlers=False,
         json=wire_json,  # orjson, meaning-preserving (sanic_rt/wire_json.py)
+        serializer=GatewayPacket,  # a malformed payload is answered (sanic_rt/sio_server.py)
         logger=False,
         engineio_logger=False,
     )

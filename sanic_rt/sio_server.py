@@ -27,6 +27,14 @@ its session (and its memory) alive by answering pings.
 
 Websocket packets are read and written without python-engineio's per-packet
 task and timers (sanic_rt/engineio_ws.py).
+
+A Socket.IO packet whose payload is not JSON (or JSON beyond what the decoder
+takes: nesting, integers past 4,300 digits) made python-socketio's packet
+constructor raise inside python-engineio's message handler, and an EVENT whose
+payload is not a list starting with a string made python-socketio's event
+handler raise: a logged traceback and no answer, so the client's call waited
+for its own timeout. Such an EVENT with an ack id is answered ``bad_request``;
+anything else is dropped with one log line (flood-limited).
 """
 
 from __future__ import annotations
@@ -43,11 +51,42 @@ from socketio import packet
 from . import metrics
 from .backend import BackendUnavailable
 from .engineio_ws import GatewayEngineIOServer
+from .envelope import error
+from .logs import OncePerInterval
 from .namespace import handler_name
 from .recovery import Recovery
 
 log = logging.getLogger("sanic_rt.server")
 _BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+#: client-caused, so flood-limited: one line per message per interval
+packet_log = logging.getLogger("sanic_rt.server.packets")
+packet_log.addFilter(OncePerInterval())
+
+
+class MalformedPacket(ValueError):
+    """A Socket.IO packet that did not decode, with what its header said."""
+
+    def __init__(self, reason: str, packet_type: Any, namespace: str | None, ack_id: Any) -> None:
+        super().__init__(reason)
+        self.packet_type = packet_type
+        self.namespace = namespace
+        self.ack_id = ack_id
+
+
+class GatewayPacket(packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet (socketio/packet.py); a decode error names the header.
+
+    ``Packet.decode`` parses the type, namespace and ack id before the JSON
+    payload, so they are known when the payload fails.
+    """
+
+    def decode(self, encoded_packet: Any) -> Any:
+        try:
+            return super().decode(encoded_packet)
+        except (ValueError, RecursionError) as err:
+            raise MalformedPacket(
+                str(err)[:100], self.packet_type, self.namespace, getattr(self, "id", None)
+            ) from None
 
 
 class GatewayServer(socketio.AsyncServer):
@@ -78,7 +117,33 @@ class GatewayServer(socketio.AsyncServer):
                 log.warning("closed Engine.IO session: binary packets are not accepted")
                 await self.close_session(eio_sid)
             return None
-        return await super()._handle_eio_message(eio_sid, data)
+        try:
+            return await super()._handle_eio_message(eio_sid, data)
+        except MalformedPacket as bad:
+            await self._answer_malformed(eio_sid, bad)
+            return None
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> Any:
+        # Upstream (socketio/async_server.py, _handle_event) takes data[0] as the
+        # event name and hashes it: '42/chats,1{}' or '42/chats,1[[1]]' raised there.
+        if not (isinstance(data, list) and data and isinstance(data[0], str)):
+            reason = "an EVENT's payload must be a list starting with the event name"
+            bad = MalformedPacket(reason, packet.EVENT, namespace, id)
+            await self._answer_malformed(eio_sid, bad)
+            return None
+        return await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _answer_malformed(self, eio_sid: str, bad: MalformedPacket) -> None:
+        packet_log.warning("malformed Socket.IO packet from a client: %s", bad)
+        namespace = bad.namespace or "/"
+        if bad.packet_type != packet.EVENT or not isinstance(bad.ack_id, int):
+            return
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
+            return
+        reply = error("bad_request", f"malformed packet: {bad}")
+        await self._send_packet(
+            eio_sid, self.packet_class(packet.ACK, namespace=namespace, data=[reply], id=bad.ack_id)
+        )
 
     async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
         await super()._handle_disconnect(eio_sid, namespace, reason)
