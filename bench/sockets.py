@@ -170,14 +170,25 @@ def server_url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
-def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
-    """N clients doing back-to-back acked pings: acks/s, per server CPU-second, latency."""
+def pings(ctx: Context, target: Target, n: int, idle_rss: bool = False) -> dict[str, Any]:
+    """N clients doing back-to-back acked pings: acks/s, per server CPU-second, latency.
+
+    With ``idle_rss`` the clients first stay connected and idle until the server's RSS has
+    settled, so that one connect of N clients gives connects/s, RSS per idle connection and
+    then the pings (what the 10,000-client section measures).
+    """
     port = free_port()
     server = target.make(port)
     server.start()
     load = None
     try:
         seconds = _scaled(ctx, 6.0, 1.5)
+        connect_limit = 60 + n / 50
+        idle: dict[str, Any] = {}
+        if idle_rss:
+            time.sleep(0.5)  # let start-up allocation settle before the baseline
+            rss_before = server.rss()
+            cpu_before = server.cpu_seconds()
         opts = {
             "mode": "pings",
             "url": server_url(port),
@@ -188,10 +199,25 @@ def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
             "warmupSeconds": _scaled(ctx, 2.0, 0.5),
             "seconds": seconds,
             "ackTimeoutMs": 10000,
-            "maxSeconds": 120 + n / 50 + seconds,
+            "holdSeconds": 60 if idle_rss else 0,
+            "maxSeconds": 120 + n / 50 + seconds + (60 if idle_rss else 0),
         }
         load = load_proc(ctx, f"load-pings-{target.name}-{n}", opts).start(capture=True)
-        ready = load.expect("ready", 60 + n / 50)
+        ready = load.expect("ready", connect_limit)
+        if idle_rss:
+            connect_cpu = server.cpu_seconds() - cpu_before
+            rss_after = _settled_rss(server)
+            ok = ready["connected"]
+            idle = {
+                "connects_per_s": ready["connects_per_s"],
+                "connect_seconds": ready["seconds"],
+                "connect_p99_ms": ready["p99_ms"],
+                "connects_per_server_cpu_s": ok / connect_cpu if connect_cpu > 0 else None,
+                "rss_before_mb": rss_before / 2**20,
+                "rss_after_mb": rss_after / 2**20,
+                "rss_per_conn_kb": (rss_after - rss_before) / ok / 1024 if ok else None,
+            }
+            load.send("go")
         load.expect("measuring", 30)
         cpu0, lcpu0 = server.cpu_seconds(), load.cpu_seconds()
         result = load.expect("result", seconds + 30)
@@ -214,6 +240,7 @@ def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
             "load_cpu_share": lcpu / result["seconds"],
             "p50_ms": result["p50_ms"],
             "p99_ms": result["p99_ms"],
+            **idle,
         }
     finally:
         if load is not None:
@@ -240,10 +267,11 @@ def fanout(ctx: Context, target: Target, subscribers: int, grace: float) -> dict
             "rounds": rounds,
             "graceSeconds": grace,
             "roundTimeoutMs": timeout_ms,
-            "maxSeconds": 60 + rounds * (grace + 2 * timeout_ms / 1000),
+            # connecting and subscribing N count against the load generator's hard limit too
+            "maxSeconds": 60 + subscribers / 25 + rounds * (grace + 2 * timeout_ms / 1000),
         }
         load = load_proc(ctx, f"load-fanout-{target.name}", opts).start(capture=True)
-        load.expect("ready", 60 + subscribers / 50)
+        load.expect("ready", 60 + subscribers / 25)
         result = load.expect("result", opts["maxSeconds"])
         load.expect("done", 30)
         result.pop("event")
