@@ -217,7 +217,7 @@ class Bench:
         rows = []
         for target in found:
             print(f"   c10k {target.name} clients={n}", flush=True)
-            row = sockets.pings(self.ctx, target, n, idle_rss=True)
+            row = sockets.pings(self.ctx, target, n, idle_rss=True, large=True)
             row["nominal_clients"] = C10K_CLIENTS
             if row["load_cpu_share"] > 0.9:
                 self.note(

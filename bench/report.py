@@ -468,9 +468,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
     )
     if results.get("scale") != 1:
         out.append(
-            f"Scale {results['scale']}: the client counts in this table are the full run's; "
-            "this run used that many times the scale (the tables below have the real ones), "
-            "so its values are not comparable with the targets.\n"
+            f"Scale {results['scale']}: the labels give the full run's client counts; this "
+            f"run used {results['scale']} of them (the tables below have the real counts), "
+            "so its values do not answer the targets.\n"
         )
     rows = []
     for t in targets_issue17(results):
@@ -583,7 +583,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
     if results.get("fanout"):
         out.append(
             "## (3) Presence fan-out\n\nFrom a user's first connect, and from the end of its "
-            "offline grace, to `presence:update` at every subscriber.\n"
+            "offline grace, to `presence:update` at every subscriber. CPU seconds of the "
+            "server and of the load generator over all rounds: the latency includes the "
+            "generator decoding every subscriber's update.\n"
         )
         rows = [
             [
@@ -595,6 +597,8 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 r["offline_p50_ms"],
                 r["offline_p99_ms"],
                 r["missing"],
+                r.get("server_cpu_s"),
+                r.get("load_cpu_s"),
             ]
             for r in results["fanout"]
         ]
@@ -609,6 +613,8 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                     "grace end p50 ms",
                     "grace end p99 ms",
                     "missing",
+                    "server CPU s",
+                    "load CPU s",
                 ],
                 rows,
             )

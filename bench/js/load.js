@@ -144,7 +144,9 @@ async function pings() {
   let timeouts = 0;
   const latencies = [];
   const errorCodes = {};
+  let answered = 0; // clients that have had at least one answer
   async function loop(sock) {
+    let first = true;
     while (running && sock.connected) {
       const t0 = now();
       let res;
@@ -154,6 +156,7 @@ async function pings() {
         if (measuring) timeouts++;
         continue;
       }
+      if (first) { first = false; answered++; }
       if (!measuring) continue;
       if (res && res.ok) {
         acks++;
@@ -166,10 +169,17 @@ async function pings() {
     }
   }
   const loops = r.sockets.filter((s) => s && s.connected).map(loop);
+  const warmupStart = now();
   await sleep(opts.warmupSeconds * 1000);
+  // opts.warmupMaxSeconds: with 10,000 clients one round trip can outlast the warm-up; keep
+  // warming up until every client has had an answer (bounded), so the window sees a steady state.
+  if (opts.warmupMaxSeconds) {
+    const deadline = warmupStart + opts.warmupMaxSeconds * 1000;
+    while (answered < loops.length && now() < deadline) await sleep(50);
+  }
   measuring = true;
   const t0 = now();
-  emit({ event: "measuring" });
+  emit({ event: "measuring", warmup_seconds: (t0 - warmupStart) / 1000, answered });
   await sleep(opts.seconds * 1000);
   measuring = false;
   const seconds = (now() - t0) / 1000;
