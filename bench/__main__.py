@@ -3,8 +3,8 @@
 Environment:
   BENCH_SCALE=0.05   scale client counts and durations down (development runs; results
                      then go to bench/results/scaled/, which git ignores)
-  BENCH_ONLY=a,b     run only these sections: storm, pings, fanout, backends, cluster, bus,
-                     events, metrics
+  BENCH_ONLY=a,b     run only these sections: storm, pings, c10k, fanout, backends, cluster,
+                     bus, events, metrics, topologies
   BENCH_OUT=DIR      write results there instead
 """
 
@@ -28,13 +28,14 @@ from typing import Any
 
 from . import backends, bus, report, sockets, topologies
 from . import events as events_bench
-from .procs import Proc, cores, free_port, memcached_proc, redis_proc
+from .procs import Proc, cores, free_port, memcached_proc, raise_fd_limit, redis_proc
 from .sockets import Context, Target
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTIONS = (
     "storm",
     "pings",
+    "c10k",
     "fanout",
     "backends",
     "cluster",
@@ -43,13 +44,19 @@ SECTIONS = (
     "metrics",
     "topologies",
 )
-STORM_SIZES = (1000, 5000)
+STORM_SIZES = (2000, 5000)
 PING_CLIENTS = (500, 2000)
-FANOUT_SUBSCRIBERS = 1000
+#: issue 17: connects, idle RSS and pings at 10,000 clients, in one connect per server
+C10K_CLIENTS = 10_000
+FANOUT_SUBSCRIBERS = (1000, 10_000)
 FANOUT_GRACE = 1.0
 CROSS_NODE_MESSAGES = 200
 BUS_FLOOD = 50_000
 METRICS_CLIENTS = 1000
+#: descriptors per process: 10,000 sockets plus the server's or generator's own
+FD_LIMIT = 32_768
+#: below this a process cannot hold 10,000 sockets and its own descriptors
+FD_NEEDED = C10K_CLIENTS + 2048
 #: off/on pairs, interleaved, so that drift in the machine's load hits both alike
 METRICS_ROUNDS = 3
 
@@ -176,7 +183,9 @@ class Bench:
             for target in self.targets():
                 size = scaled(n, self.scale)
                 print(f"   storm {target.name} n={size}", flush=True)
-                rows.append(sockets.storm(self.ctx, target, size))
+                row = sockets.storm(self.ctx, target, size)
+                row["nominal_n"] = n
+                rows.append(row)
         return rows
 
     def pings(self) -> list[dict[str, Any]]:
@@ -190,6 +199,35 @@ class Bench:
                 rows.append(row)
         return rows
 
+    def c10k(self) -> list[dict[str, Any]]:
+        """10,000 clients per server: connects/s, RSS per idle connection, then pings.
+
+        One connect per server: the clients connect, stay idle until the server's RSS has
+        settled, then ping back to back as in ``pings``. sanic-rt (memory) and Node run next
+        to each other, then Redis; the ratio to 2,000 clients reads the ``pings`` rows.
+        """
+        found = [
+            sockets.sanic_rt_target(self.ctx, "sanic-rt-memory", presence={"backend": "memory"}),
+            sockets.node_target(self.ctx),
+        ]
+        redis_target = self.sanic_rt_redis("sanic-rt-redis")
+        if redis_target:
+            found.append(redis_target)
+        n = scaled(C10K_CLIENTS, self.scale)
+        rows = []
+        for target in found:
+            print(f"   c10k {target.name} clients={n}", flush=True)
+            row = sockets.pings(self.ctx, target, n, idle_rss=True, large=True)
+            row["nominal_clients"] = C10K_CLIENTS
+            if row["load_cpu_share"] > 0.9:
+                self.note(
+                    f"c10k {target.name}: the load generator used {row['load_cpu_share']:.0%} "
+                    "of its core: the acks/s may be the generator's ceiling, not the server's "
+                    "(acks per server CPU-second still compare)"
+                )
+            rows.append(row)
+        return rows
+
     def fanout(self) -> list[dict[str, Any]]:
         fast = {"offline_grace": FANOUT_GRACE}
         targets = [
@@ -201,10 +239,13 @@ class Bench:
         if redis_target:
             targets.append(redis_target)
         rows = []
-        for target in targets:
-            n = scaled(FANOUT_SUBSCRIBERS, self.scale)
-            print(f"   fanout {target.name} subscribers={n}", flush=True)
-            rows.append(sockets.fanout(self.ctx, target, n, FANOUT_GRACE))
+        for nominal in FANOUT_SUBSCRIBERS:
+            for target in targets:
+                n = scaled(nominal, self.scale)
+                print(f"   fanout {target.name} subscribers={n}", flush=True)
+                row = sockets.fanout(self.ctx, target, n, FANOUT_GRACE)
+                row["nominal_subscribers"] = nominal
+                rows.append(row)
         return rows
 
     def backends(self) -> dict[str, Any]:
@@ -355,14 +396,25 @@ def main() -> int:
     stamp = dt.date.today().isoformat()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="sanic-rt-bench-"))
+    # A server or a load generator holding 10,000 sockets; the children inherit the limit.
+    # (Raising the hard limit needs CAP_SYS_RESOURCE; otherwise the soft goes up to it.)
+    fd_limit = raise_fd_limit(FD_LIMIT)
     print(f"bench: scale {scale}, sections {sorted(only)}, logs in {workdir}", flush=True)
     try:
-        results = Bench(scale, only, workdir).run()
+        bench = Bench(scale, only, workdir)
+        if fd_limit < FD_NEEDED:
+            bench.note(f"RLIMIT_NOFILE is {fd_limit}, under {FD_NEEDED}: 10,000 clients may fail")
+        results = bench.run()
     except BaseException:
         print(f"bench failed; logs kept in {workdir}", file=sys.stderr)
         raise
     results["date"] = stamp
     results["wall_seconds"] = round(time.monotonic() - started, 1)
+    results["fd_limit"] = fd_limit
+    results["soak"] = report.latest_soak(
+        [out_dir, BENCH_DIR / "results"]
+        + ([] if scale == 1 else [BENCH_DIR / "results" / "scaled"])
+    )
     results["ratios"] = report.ratios(results)
     json_path = out_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")

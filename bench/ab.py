@@ -60,14 +60,14 @@ def main() -> int:
         if redis is not None:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    per_cpu = {k: [r["acks_per_server_cpu_s"] for r in v] for k, v in runs.items()}
+    per_cpu = {k: [r[metric] for r in v] for k, v in runs.items()}
     ratio = statistics.median(per_cpu["after"]) / statistics.median(per_cpu["before"])
     print(
         json.dumps(
             {
                 "clients": clients,
                 "backend": backend,
-                "acks_per_server_cpu_s": per_cpu,
+                metric: per_cpu,
                 "after_over_before": round(ratio, 3),
             }
         )

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +34,25 @@ def cores() -> tuple[set[int], set[int]]:
     if len(available) < 2:
         return set(available), set(available)
     return {available[SERVER_CORE]}, {available[LOAD_CORE]}
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's RLIMIT_NOFILE to ``wanted`` (the hard limit too, where allowed).
+
+    Children inherit it: a server or a load generator holding 10,000 sockets needs more
+    descriptors than a default soft limit of 1,024. Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if hard != unlimited and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):  # raising the hard limit needs root
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+    goal = wanted if hard == unlimited else min(hard, wanted)
+    if soft != unlimited and soft < goal:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (goal, hard))
+        soft = goal
+    return soft
 
 
 def free_port() -> int:

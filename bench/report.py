@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,9 @@ SANIC_RT = ("sanic-rt-memory", "sanic-rt-redis")
 BARE_SAME_MODE = "bare-asgi"  # sanic-rt's serving mode, and the fastest plain configuration
 TOP_CLIENTS = 2000
 TOP_STORM = 5000
+C10K = 10_000
+ISSUE8_FANOUT = 1000
+FANOUT_10K = 10_000
 
 
 def _find(rows: list[dict[str, Any]], server: str, **match: Any) -> dict[str, Any] | None:
@@ -53,6 +57,31 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                         row["connects_per_server_cpu_s"], ref["connects_per_server_cpu_s"]
                     )
         out[f"connects_per_server_cpu_s@{n}"] = table
+        redis, memory = _find(storm, "sanic-rt-redis", n=n), _find(storm, "sanic-rt-memory", n=n)
+        if redis and memory:
+            out[f"connects_per_s@{n}"] = {
+                "sanic-rt-redis / sanic-rt-memory": _div(
+                    redis["connects_per_s"], memory["connects_per_s"]
+                )
+            }
+    c10k = results.get("c10k") or []
+    if c10k:
+        table = {}
+        node = _find(c10k, "node")
+        for mine in SANIC_RT:
+            row = _find(c10k, mine)
+            if row is None:
+                continue
+            if node:
+                table[f"{mine} / node"] = _div(
+                    row["acks_per_server_cpu_s"], node["acks_per_server_cpu_s"]
+                )
+            at_2000 = _find(pings, mine, nominal_clients=TOP_CLIENTS)
+            if at_2000:
+                table[f"{mine} @{C10K} / @{TOP_CLIENTS}"] = _div(
+                    row["acks_per_server_cpu_s"], at_2000["acks_per_server_cpu_s"]
+                )
+        out[f"c10k_acks_per_server_cpu_s@{C10K}"] = table
     return out
 
 
@@ -106,6 +135,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 False,
             )
     for row in results.get("fanout") or []:
+        if row.get("nominal_subscribers", ISSUE8_FANOUT) != ISSUE8_FANOUT:
+            continue  # issue 17's 10,000 subscribers have their own target
         label = row["server"].removeprefix("sanic-rt-")
         subs = row["subscribers"]
         add(
@@ -128,6 +159,236 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             0.5,
         )
     return found
+
+
+def latest_soak(dirs: list[Path]) -> dict[str, Any] | None:
+    """The soak rows of issue 17's table from the newest ``soak-*.json`` in ``dirs``.
+
+    ``bench/soak.py`` (``make soak``) writes that file; the bench only reads the keys it
+    needs, each optional, so that a soak result of another shape shows as "-", not an error.
+    """
+    found = {p for d in dirs for p in Path(d).glob("soak-*.json")}
+    if not found:
+        return None
+    path = max(found, key=lambda p: (p.stem, p.stat().st_mtime))
+    try:
+        soak = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"file": str(path), "error": f"{type(err).__name__}: {err}"}
+    stats = soak.get("presence_stats_after_grace") or {}
+    cfg = soak.get("settings") or {}
+    return {
+        "file": str(path),
+        "date": soak.get("date"),
+        "scale": cfg.get("scale"),
+        "clients": cfg.get("clients"),
+        "seconds": cfg.get("seconds"),
+        "rss_slope_mb_per_min": soak.get("rss_slope_mb_per_min"),
+        "loop_lag_p99_ms": soak.get("loop_lag_p99_ms"),
+        "stats_equal": stats.get("equal"),
+        "online_users": stats.get("online_users"),
+        "connections": stats.get("connections"),
+        "connected_at_end": soak.get("connected_at_end"),
+    }
+
+
+def targets_issue17(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's targets: the issue's "now", the goal, this run's value, met or not.
+
+    ``value`` is the number the goal applies to; ``detail`` the figures it comes from.
+    """
+    found: list[dict[str, Any]] = []
+
+    def add(
+        name: str,
+        now: str,
+        value: float | bool | None,
+        goal: float | None,
+        higher_is_better: bool = True,
+        detail: str = "",
+    ) -> None:
+        met = None
+        if isinstance(value, bool):
+            met, shown = value, "equal" if value else "not equal"
+            found.append(
+                {"target": name, "now": now, "goal": "equal", "value": shown, "met": met}
+                | {"detail": detail, "headroom": None}
+            )
+            return
+        headroom = None
+        if value is not None and goal is not None:
+            met = value >= goal if higher_is_better else value <= goal
+            headroom = value / goal if higher_is_better else (goal / value if value else None)
+        op = ">=" if higher_is_better else "<="
+        found.append(
+            {
+                "target": name,
+                "now": now,
+                "goal": f"{op} {goal:g}" if goal is not None else "-",
+                "value": value,
+                "met": met,
+                "detail": detail,
+                "headroom": headroom,
+            }
+        )
+
+    r = results.get("ratios") or {}
+    pings = results.get("pings") or []
+    at_2000 = r.get(f"acks_per_server_cpu_s@{TOP_CLIENTS}", {})
+    node_2000 = _find(pings, "node", nominal_clients=TOP_CLIENTS)
+    for mine, now, goal in (
+        ("sanic-rt-memory", "0.21-0.22", 0.35),
+        ("sanic-rt-redis", "0.20-0.21", 0.30),
+    ):
+        row = _find(pings, mine, nominal_clients=TOP_CLIENTS)
+        label = mine.removeprefix("sanic-rt-")
+        add(
+            f"acks per server CPU-s @{TOP_CLIENTS:,}, sanic-rt {label} / Node",
+            now,
+            at_2000.get(f"{mine} / node"),
+            goal,
+            detail=_per_cpu_detail(row, node_2000),
+        )
+    c10k = results.get("c10k") or []
+    at_10k = r.get(f"c10k_acks_per_server_cpu_s@{C10K}", {})
+    n10k = _find(c10k, "node")
+    for mine in SANIC_RT:
+        row = _find(c10k, mine)
+        if mine == "sanic-rt-redis" and row is None:
+            continue  # optional in the issue; the memory row always shows, measured or not
+        label = mine.removeprefix("sanic-rt-")
+        at2 = _find(pings, mine, nominal_clients=TOP_CLIENTS)
+        add(
+            f"acks per server CPU-s @{C10K:,} / the same @{TOP_CLIENTS:,}, sanic-rt {label}",
+            "0.68" if label == "memory" else "-",
+            at_10k.get(f"{mine} @{C10K} / @{TOP_CLIENTS}"),
+            0.9,
+            detail=_per_cpu_detail(row, at2, f"@{TOP_CLIENTS:,}"),
+        )
+    for mine in SANIC_RT:
+        row = _find(c10k, mine)
+        if mine == "sanic-rt-redis" and row is None:
+            continue
+        label = mine.removeprefix("sanic-rt-")
+        add(
+            f"acks per server CPU-s @{C10K:,}, sanic-rt {label} / Node",
+            "0.15" if label == "memory" else "-",
+            at_10k.get(f"{mine} / node"),
+            0.3,
+            detail=_per_cpu_detail(row, n10k),
+        )
+    mem10k = _find(c10k, "sanic-rt-memory")
+    node_kb = n10k.get("rss_per_conn_kb") if n10k else None
+    add(
+        f"RSS per idle authenticated connection @{C10K:,}, sanic-rt memory (KB)",
+        "38.4 KB (Node 15.4)",
+        mem10k.get("rss_per_conn_kb") if mem10k else None,
+        30,
+        higher_is_better=False,
+        detail=f"Node {_fmt(node_kb, 1)} KB" if node_kb is not None else "",
+    )
+    storm = results.get("storm") or []
+    for n in sorted({row["n"] for row in storm}):
+        redis, memory = _find(storm, "sanic-rt-redis", n=n), _find(storm, "sanic-rt-memory", n=n)
+        detail = ""
+        if redis and memory:
+            detail = (
+                f"Redis {_fmt(redis['connects_per_s'])}/s, memory "
+                f"{_fmt(memory['connects_per_s'])}/s"
+            )
+        nominal = (memory or redis or {}).get("nominal_n", n)
+        add(
+            f"connects/s, {nominal:,} clients, Redis / memory",
+            "0.41-0.79",
+            (r.get(f"connects_per_s@{n}") or {}).get("sanic-rt-redis / sanic-rt-memory"),
+            0.9,
+            detail=detail,
+        )
+    soak = results.get("soak") or {}
+    where = ""
+    if soak.get("file"):
+        where = (
+            f"`{Path(soak['file']).name}`"
+            + (f", scale {soak['scale']}" if soak.get("scale") not in (None, 1, 1.0) else "")
+            + (f", {soak['clients']:,.0f} clients" if soak.get("clients") else "")
+        )
+    missing = "no soak-*.json: run `make soak`" if not soak else ""
+    add(
+        "soak: RSS slope after warm-up (MB/min)",
+        "-",
+        soak.get("rss_slope_mb_per_min"),
+        1,
+        higher_is_better=False,
+        detail=where or missing,
+    )
+    equal = soak.get("stats_equal")
+    counts = ""
+    if soak.get("connected_at_end") is not None:
+        counts = (
+            f"{soak.get('online_users')} users / {soak.get('connections')} connections vs "
+            f"{soak['connected_at_end']} clients; "
+        )
+    if equal is None:
+        found.append(
+            {"target": "soak: presence stats vs connected clients at the end", "now": "-"}
+            | {"goal": "equal", "value": None, "met": None, "detail": counts + (where or missing)}
+            | {"headroom": None}
+        )
+    else:
+        add(
+            "soak: presence stats vs connected clients at the end",
+            "-",
+            bool(equal),
+            None,
+            detail=counts + where,
+        )
+    add(
+        "soak: event-loop lag p99 (ms)",
+        "-",
+        soak.get("loop_lag_p99_ms"),
+        50,
+        higher_is_better=False,
+        detail=where or missing,
+    )
+    fan = [
+        row for row in results.get("fanout") or [] if row.get("nominal_subscribers") == FANOUT_10K
+    ]
+    for mine in SANIC_RT:
+        row = _find(fan, mine)
+        if mine == "sanic-rt-redis" and row is None:
+            continue
+        label = mine.removeprefix("sanic-rt-")
+        for key, what in (("online_p99_ms", "connect"), ("offline_p99_ms", "end of grace")):
+            detail = ""
+            if row:
+                detail = f"{row['subscribers']:,} subscribers, {row['rounds']} rounds"
+                detail += f", {row['missing']} missing" if row.get("missing") else ""
+            add(
+                f"presence fan-out to {FANOUT_10K:,} subscribers, p99 ms ({what}, {label})",
+                "-",
+                row.get(key) if row else None,
+                500,
+                higher_is_better=False,
+                detail=detail,
+            )
+    return found
+
+
+def _per_cpu_detail(
+    row: dict[str, Any] | None, ref: dict[str, Any] | None, ref_name: str = ""
+) -> str:
+    """'5,444 vs 13,836 acks/CPU-s (node)' from two ping rows; load CPU where it saturated."""
+    if not row or not ref:
+        return ""
+    name = ref_name or ref["server"].removeprefix("sanic-rt-")
+    text = (
+        f"{_fmt(row['acks_per_server_cpu_s'])} vs {_fmt(ref['acks_per_server_cpu_s'])} "
+        f"({name}) acks/CPU-s"
+    )
+    for r in (row, ref):
+        if (r.get("load_cpu_share") or 0) > 0.9:
+            text += f"; load generator at {r['load_cpu_share']:.0%} with {r['server']}"
+    return text
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -200,6 +461,50 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
     out.append("## Targets (issue 8)\n")
     rows = [[t["target"], t["goal"], t["value"], t["met"]] for t in targets(results)]
     out.append(_table(["target", "goal", "measured", "met"], rows))
+    out.append(
+        '## Targets (issue 17)\n\nMeasured in this run, side by side; "now" is the issue\'s '
+        "own measurement before its changes. The soak rows are read from the newest "
+        "`make soak` result (`bench/results/soak-*.json`), a separate run.\n"
+    )
+    if results.get("scale") != 1:
+        out.append(
+            f"Scale {results['scale']}: the labels give the full run's client counts; this "
+            f"run used {results['scale']} of them (the tables below have the real counts), "
+            "so its values do not answer the targets.\n"
+        )
+    rows = []
+    for t in targets_issue17(results):
+        measured = _fmt(t["value"])
+        if t["detail"]:
+            measured += f" ({t['detail']})"
+        rows.append([t["target"], t["now"], t["goal"], measured, t["met"]])
+    out.append(_table(["target", "now", "target", "measured", "met"], rows))
+    if results.get("c10k"):
+        out.append(
+            f"## (2b) {C10K:,} clients: connect, idle, then acked pings\n\nOne connect of "
+            "all clients per server (100 handshakes in flight), RSS growth once it has "
+            "settled with every client idle, then back-to-back pings as in (2). "
+            "load CPU: the node load generator's share of its core during the pings.\n"
+        )
+        rows = [
+            [
+                r["server"],
+                r["clients"],
+                r.get("connects_per_s"),
+                r.get("rss_per_conn_kb"),
+                r["acks_per_s"],
+                r["acks_per_server_cpu_s"],
+                r["server_cpu_share"],
+                r["load_cpu_share"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["errors"] + r["timeouts"],
+            ]
+            for r in results["c10k"]
+        ]
+        headers = ["server", "clients", "connects/s", "RSS KB/conn", "acks/s"]
+        headers += ["acks/server CPU-s", "server CPU", "load CPU", "p50 ms", "p99 ms", "errors"]
+        out.append(_table(headers, rows))
     if results.get("ratios"):
         out.append("## Ratios\n")
         rows = []
@@ -278,7 +583,9 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
     if results.get("fanout"):
         out.append(
             "## (3) Presence fan-out\n\nFrom a user's first connect, and from the end of its "
-            "offline grace, to `presence:update` at every subscriber.\n"
+            "offline grace, to `presence:update` at every subscriber. CPU seconds of the "
+            "server and of the load generator over all rounds: the latency includes the "
+            "generator decoding every subscriber's update.\n"
         )
         rows = [
             [
@@ -290,6 +597,8 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 r["offline_p50_ms"],
                 r["offline_p99_ms"],
                 r["missing"],
+                r.get("server_cpu_s"),
+                r.get("load_cpu_s"),
             ]
             for r in results["fanout"]
         ]
@@ -304,6 +613,8 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                     "grace end p50 ms",
                     "grace end p99 ms",
                     "missing",
+                    "server CPU s",
+                    "load CPU s",
                 ],
                 rows,
             )
@@ -470,7 +781,17 @@ def chart(results: dict[str, Any], path: Path) -> None:
     mc = ((results.get("backends") or {}).get("backends") or {}).get("memcached")
     if mc and mc["heartbeat@64"].get("ratio_to_floor") is not None:
         bars.append(("memcached heartbeat / get @64", mc["heartbeat@64"]["ratio_to_floor"], None))
-    fig, ax = plt.subplots(figsize=(9, 0.45 * max(4, len(bars)) + 1.2))
+    issue17 = [
+        (t["target"], t["headroom"]) for t in targets_issue17(results) if t["headroom"] is not None
+    ]
+    height = 0.45 * (max(4, len(bars)) + max(2, len(issue17))) + 2.0
+    fig, (ax, ax17) = plt.subplots(
+        2,
+        1,
+        figsize=(10, height),
+        gridspec_kw={"height_ratios": [max(4, len(bars)), max(2, len(issue17))]},
+    )
+    _issue17_panel(ax17, issue17)
     labels = [b[0] for b in bars]
     values = [b[1] for b in bars]
     colors = [
@@ -486,7 +807,27 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.axvline(1.0, color="#cccccc", linewidth=1, zorder=0)
     ax.set_xlabel("ratio (black tick: target; green met, red missed, grey no target)")
-    ax.set_title(f"sanic-rt headline ratios, {results['date']} (scale {results['scale']})")
+    ax.set_title(
+        f"sanic-rt headline ratios (issue 8), {results['date']} (scale {results['scale']})",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _issue17_panel(ax: Any, rows: list[tuple[str, float]]) -> None:
+    """Issue 17's targets as measured / goal (goal / measured where lower is better)."""
+    if not rows:
+        ax.text(0.5, 0.5, "issue 17: nothing measured in this run", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    values = [v for _, v in rows]
+    ax.barh(range(len(rows)), values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:.2f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=1.5)
+    ax.set_xlabel("issue 17: measured against target (1 = the target; right of it is met)")
+    ax.set_title("Targets (issue 17)", fontsize=10)

@@ -170,14 +170,31 @@ def server_url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
-def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
-    """N clients doing back-to-back acked pings: acks/s, per server CPU-second, latency."""
+def pings(
+    ctx: Context, target: Target, n: int, idle_rss: bool = False, large: bool = False
+) -> dict[str, Any]:
+    """N clients doing back-to-back acked pings: acks/s, per server CPU-second, latency.
+
+    With ``idle_rss`` the clients first stay connected and idle until the server's RSS has
+    settled, so that one connect of N clients gives connects/s, RSS per idle connection and
+    then the pings. ``large`` (10,000 clients, where one round trip can take seconds): the
+    warm-up lasts until every client has had an answer (bounded), the window is longer and
+    an ack may take longer before it counts as a timeout.
+    """
     port = free_port()
     server = target.make(port)
     server.start()
     load = None
     try:
-        seconds = _scaled(ctx, 6.0, 1.5)
+        seconds = _scaled(ctx, 10.0 if large else 6.0, 1.5)
+        warmup_max = 60 if large else 0
+        ack_timeout_ms = 30_000 if large else 10_000
+        connect_limit = 60 + n / 50
+        idle: dict[str, Any] = {}
+        if idle_rss:
+            time.sleep(0.5)  # let start-up allocation settle before the baseline
+            rss_before = server.rss()
+            cpu_before = server.cpu_seconds()
         opts = {
             "mode": "pings",
             "url": server_url(port),
@@ -187,19 +204,37 @@ def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
             "concurrency": 100,
             "warmupSeconds": _scaled(ctx, 2.0, 0.5),
             "seconds": seconds,
-            "ackTimeoutMs": 10000,
-            "maxSeconds": 120 + n / 50 + seconds,
+            "warmupMaxSeconds": warmup_max,
+            "ackTimeoutMs": ack_timeout_ms,
+            "holdSeconds": 60 if idle_rss else 0,
+            "maxSeconds": 120 + n / 50 + seconds + (60 if idle_rss else 0) + warmup_max,
         }
         load = load_proc(ctx, f"load-pings-{target.name}-{n}", opts).start(capture=True)
-        ready = load.expect("ready", 60 + n / 50)
-        load.expect("measuring", 30)
+        ready = load.expect("ready", connect_limit)
+        if idle_rss:
+            connect_cpu = server.cpu_seconds() - cpu_before
+            rss_after = _settled_rss(server)
+            ok = ready["connected"]
+            idle = {
+                "connects_per_s": ready["connects_per_s"],
+                "connect_seconds": ready["seconds"],
+                "connect_p99_ms": ready["p99_ms"],
+                "connects_per_server_cpu_s": ok / connect_cpu if connect_cpu > 0 else None,
+                "rss_before_mb": rss_before / 2**20,
+                "rss_after_mb": rss_after / 2**20,
+                "rss_per_conn_kb": (rss_after - rss_before) / ok / 1024 if ok else None,
+            }
+            load.send("go")
+        measuring = load.expect("measuring", 30 + warmup_max)
         cpu0, lcpu0 = server.cpu_seconds(), load.cpu_seconds()
         result = load.expect("result", seconds + 30)
         cpu, lcpu = server.cpu_seconds() - cpu0, load.cpu_seconds() - lcpu0
-        load.expect("done", 30)
+        load.expect("done", 30 + ack_timeout_ms / 1000)
         return {
             "server": target.name,
             "clients": result["clients"],
+            "warmup_seconds": measuring.get("warmup_seconds"),
+            "answered_before_window": measuring.get("answered"),
             "connect_failures": ready["failures"],
             "acks": result["acks"],
             "errors": result["errors"],
@@ -214,6 +249,7 @@ def pings(ctx: Context, target: Target, n: int) -> dict[str, Any]:
             "load_cpu_share": lcpu / result["seconds"],
             "p50_ms": result["p50_ms"],
             "p99_ms": result["p99_ms"],
+            **idle,
         }
     finally:
         if load is not None:
@@ -240,14 +276,25 @@ def fanout(ctx: Context, target: Target, subscribers: int, grace: float) -> dict
             "rounds": rounds,
             "graceSeconds": grace,
             "roundTimeoutMs": timeout_ms,
-            "maxSeconds": 60 + rounds * (grace + 2 * timeout_ms / 1000),
+            # connecting and subscribing N count against the load generator's hard limit too
+            "maxSeconds": 60 + subscribers / 25 + rounds * (grace + 2 * timeout_ms / 1000),
         }
         load = load_proc(ctx, f"load-fanout-{target.name}", opts).start(capture=True)
-        load.expect("ready", 60 + subscribers / 50)
+        load.expect("ready", 60 + subscribers / 25)
+        cpu0, lcpu0 = server.cpu_seconds(), load.cpu_seconds()
         result = load.expect("result", opts["maxSeconds"])
+        # Both sides' CPU over the rounds: at 10,000 subscribers the load generator decoding
+        # 10,000 updates per round is part of the latency measured.
+        cpu, lcpu = server.cpu_seconds() - cpu0, load.cpu_seconds() - lcpu0
         load.expect("done", 30)
         result.pop("event")
-        return {"server": target.name, "offline_grace_s": grace, **result}
+        return {
+            "server": target.name,
+            "offline_grace_s": grace,
+            **result,
+            "server_cpu_s": cpu,
+            "load_cpu_s": lcpu,
+        }
     finally:
         if load is not None:
             load.stop()

@@ -124,7 +124,19 @@ async function storm() {
 // (2) Back-to-back acked pings from every connection; a warm-up, then a measured window.
 async function pings() {
   const r = await connectMany(opts.url, opts.namespace, opts.prefix, opts.n, opts.concurrency);
-  emit({ event: "ready", connected: r.latencies.length, failures: r.failures });
+  const connectLat = summary(r.latencies);
+  emit({
+    event: "ready",
+    connected: r.latencies.length,
+    failures: r.failures,
+    seconds: r.seconds,
+    connects_per_s: r.latencies.length / r.seconds,
+    p50_ms: connectLat.p50,
+    p99_ms: connectLat.p99,
+  });
+  // opts.holdSeconds: stay idle until the driver, having read the server's idle RSS, sends "go"
+  // (bounded: the pings start anyway after holdSeconds).
+  if (opts.holdSeconds) await waitLine("go", opts.holdSeconds * 1000);
   let measuring = false;
   let running = true;
   let acks = 0;
@@ -132,7 +144,9 @@ async function pings() {
   let timeouts = 0;
   const latencies = [];
   const errorCodes = {};
+  let answered = 0; // clients that have had at least one answer
   async function loop(sock) {
+    let first = true;
     while (running && sock.connected) {
       const t0 = now();
       let res;
@@ -142,6 +156,7 @@ async function pings() {
         if (measuring) timeouts++;
         continue;
       }
+      if (first) { first = false; answered++; }
       if (!measuring) continue;
       if (res && res.ok) {
         acks++;
@@ -154,10 +169,17 @@ async function pings() {
     }
   }
   const loops = r.sockets.filter((s) => s && s.connected).map(loop);
+  const warmupStart = now();
   await sleep(opts.warmupSeconds * 1000);
+  // opts.warmupMaxSeconds: with 10,000 clients one round trip can outlast the warm-up; keep
+  // warming up until every client has had an answer (bounded), so the window sees a steady state.
+  if (opts.warmupMaxSeconds) {
+    const deadline = warmupStart + opts.warmupMaxSeconds * 1000;
+    while (answered < loops.length && now() < deadline) await sleep(50);
+  }
   measuring = true;
   const t0 = now();
-  emit({ event: "measuring" });
+  emit({ event: "measuring", warmup_seconds: (t0 - warmupStart) / 1000, answered });
   await sleep(opts.seconds * 1000);
   measuring = false;
   const seconds = (now() - t0) / 1000;
@@ -194,7 +216,9 @@ async function fanout() {
   };
   const r = await connectMany(opts.url, opts.namespace, `${opts.prefix}sub`, opts.n, opts.concurrency, onSocket);
   const subs = r.sockets.filter((s) => s && s.connected);
-  await Promise.all(subs.map((s) => s.timeout(30000).emitWithAck("presence:subscribe", { user_ids: targets })));
+  // 10,000 subscribes in flight queue up at the server: give each its share of time.
+  const subscribeMs = Math.max(30000, subs.length * 10);
+  await Promise.all(subs.map((s) => s.timeout(subscribeMs).emitWithAck("presence:subscribe", { user_ids: targets })));
   emit({ event: "ready", subscribers: subs.length });
   const online = [];
   const offline = [];
