@@ -92,7 +92,8 @@ def _serve() -> int:
     import functools
 
     from sanic import Blueprint, Request
-    from sanic.response import HTTPResponse, json as json_response
+    from sanic.response import HTTPResponse
+    from sanic.response import json as json_response
 
     import sanic_rt.server
     from sanic_rt.cli import main as cli_main

@@ -16,7 +16,8 @@ interval ends (25 s by default): python-socketio's client blocks that long in
 The handshake's environ lives as long as the connection (python-socketio keeps
 it for every namespace connect); its ``wsgi.input`` holds a request-body reader
 whose class python-engineio's ASGI driver builds per request: ~3.3 KB per idle
-connection for a body nobody reads again (docs/performance.md).
+connection for a body nobody reads again; and its ASGI scope a second copy of
+the headers (docs/performance.md). Both are dropped at the Engine.IO connect.
 
 sanic-rt uses no binary events. python-socketio buffers a binary packet's
 attachments without limit until the count its header announced has arrived,
@@ -66,6 +67,15 @@ class GatewayServer(socketio.AsyncServer):
         # which keeps ``environ`` for the connection's life.
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
+        # The ASGI scope python-engineio keeps in the environ (and uvicorn, for a
+        # websocket) holds a second copy of every header, as bytes: the environ's
+        # HTTP_* keys are what python-socketio and plugins read.
+        scope = environ.get("asgi.scope")
+        if scope is not None and scope.get("headers"):
+            if scope.get("type") == "websocket":
+                scope["headers"] = []  # uvicorn's websocket protocol reads them only before
+            else:
+                environ["asgi.scope"] = {**scope, "headers": []}  # the request is uvicorn's
         self._connect_deadlines.watch(self, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
