@@ -1,10 +1,12 @@
-"""``python -m bench.conn_memory [N] [ROUNDS] [--trace]``: memory per idle connection, A/B.
+"""``python -m bench.conn_memory [N] [ROUNDS] [--trace] [--only=SIDE]``: memory per idle connection.
 
 N (default 10,000) authenticated websocket clients (``js/load.js`` storm mode) connect
 to ``/chats`` and stay idle; the server's RSS growth over them, divided by N, is the
 cost per connection. The server runs with issue 17's changes off
-(``bench/baseline.py``, "before") and on ("after"), interleaved ROUNDS times
-(default 1) in one run: compare the ratio, not absolute numbers from different runs.
+(``bench/baseline.py``, "before"), with only its per-connection memory changes off
+(``bench/baseline_memory.py``, "main") and with all on ("after"), interleaved
+ROUNDS times (default 1) in one run: compare the ratios, not absolute numbers
+from different runs.
 
 With ``--trace`` one more run of each side has tracemalloc on (10 frames; this
 slows connecting and inflates RSS, so those runs are not counted above): the
@@ -37,6 +39,8 @@ from .sockets import Context, load_proc, sanic_rt_target, server_url
 
 BASELINE_ENV = "CONN_MEMORY_BASELINE"
 TRACE_ENV = "CONN_MEMORY_TRACE"
+#: side -> the module that switches changes off in the server (None: all on)
+SIDES = {"before": "bench.baseline", "main": "bench.baseline_memory", "after": None}
 TRACE_FRAMES = 10
 TOP = 25
 _STDLIB = (sysconfig.get_paths()["stdlib"], "<frozen")
@@ -99,8 +103,9 @@ def _serve() -> int:
     from sanic_rt.cli import main as cli_main
     from sanic_rt.testing import inline_plugin
 
-    if os.environ.get(BASELINE_ENV):
-        importlib.import_module("bench.baseline")
+    off = os.environ.get(BASELINE_ENV)
+    if off:
+        importlib.import_module(off)
 
     def register_routes(register: Any) -> None:
         probe = Blueprint("conn_memory_probe")
@@ -124,7 +129,7 @@ def _get(port: int, op: str) -> dict[str, Any]:
 
 
 def measure(ctx: Context, side: str, n: int, trace: bool) -> dict[str, Any]:
-    env_extra = {BASELINE_ENV: "1"} if side == "before" else {}
+    env_extra = {BASELINE_ENV: SIDES[side]} if SIDES[side] else {}
     if trace:
         env_extra[TRACE_ENV] = "1"
     target = sanic_rt_target(ctx, side, module="bench.conn_memory")
@@ -203,7 +208,7 @@ def main() -> int:
     only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
     n = int(args[0]) if args else 10_000
     rounds = int(args[1]) if len(args) > 1 else 1
-    sides = only or ["before", "after"]
+    sides = only or list(SIDES)
     workdir = Path(tempfile.mkdtemp(prefix="sanic-rt-mem-"))
     server_cpus, load_cpus = cores()
     ctx = Context(workdir, server_cpus, load_cpus, 1.0)

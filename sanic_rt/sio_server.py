@@ -67,15 +67,7 @@ class GatewayServer(socketio.AsyncServer):
         # which keeps ``environ`` for the connection's life.
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
-        # The ASGI scope python-engineio keeps in the environ (and uvicorn, for a
-        # websocket) holds a second copy of every header, as bytes: the environ's
-        # HTTP_* keys are what python-socketio and plugins read.
-        scope = environ.get("asgi.scope")
-        if scope is not None and scope.get("headers"):
-            if scope.get("type") == "websocket":
-                scope["headers"] = []  # uvicorn's websocket protocol reads them only before
-            else:
-                environ["asgi.scope"] = {**scope, "headers": []}  # the request is uvicorn's
+        drop_scope_headers(environ)
         self._connect_deadlines.watch(self, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
@@ -196,6 +188,23 @@ class GatewayServer(socketio.AsyncServer):
             return True
         handler = self.namespace_handlers.get(namespace)
         return handler is not None and hasattr(handler, handler_name(event))
+
+
+def drop_scope_headers(environ: dict[str, Any]) -> None:
+    """Drop the second copy of the headers an Engine.IO connect's environ keeps.
+
+    python-engineio's ASGI driver (``translate_request``) keeps the ASGI scope
+    in the environ, and uvicorn keeps a websocket's scope for the connection's
+    life: the scope's ``headers`` are every header again, as bytes. The
+    environ's ``HTTP_*`` keys are what python-socketio and plugins read.
+    """
+    scope = environ.get("asgi.scope")
+    if scope is None or not scope.get("headers"):
+        return
+    if scope.get("type") == "websocket":
+        scope["headers"] = []  # uvicorn's websocket protocol reads them only before the app
+    else:
+        environ["asgi.scope"] = {**scope, "headers": []}  # the HTTP request is uvicorn's
 
 
 class ConnectDeadlines:
