@@ -144,7 +144,10 @@ async def test_an_idle_connection_keeps_no_handshake_state_and_no_ping_task() ->
         try:
             (socket,) = sio.eio.sockets.values()
             assert isinstance(socket.queue, LeanQueue)
-            (protocol,) = [o for o in gc.get_objects() if type(o) is WebSocketProtocol]
+            gc.collect()  # earlier tests' protocols
+            (protocol,) = [
+                o for o in gc.get_objects() if type(o) is WebSocketProtocol and not o.disconnected
+            ]
             assert isinstance(protocol.queue, LeanQueue)
             assert isinstance(protocol.writable, LeanEvent)
             assert protocol.request is None and protocol.response is None
