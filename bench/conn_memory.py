@@ -157,7 +157,10 @@ def measure(ctx: Context, side: str, n: int, trace: bool) -> dict[str, Any]:
         connected = load.expect("connected", limit)
         ok = connected["connected"]
         # Idle: let the first Engine.IO pings go round, then read a settled RSS.
-        time.sleep(float(os.environ.get("CONN_MEMORY_IDLE", "30")))
+        idle = float(os.environ.get("CONN_MEMORY_IDLE", "30"))
+        cpu0 = server.cpu_seconds()
+        time.sleep(idle)
+        idle_cpu = server.cpu_seconds() - cpu0
         report = _get(port, "diff")
         rss_after = _settled(server)
         load.send("close")
@@ -171,6 +174,8 @@ def measure(ctx: Context, side: str, n: int, trace: bool) -> dict[str, Any]:
             "rss_before_mb": round(rss_before / 2**20, 1),
             "rss_after_mb": round(rss_after / 2**20, 1),
             "rss_per_conn_kb": round((rss_after - rss_before) / ok / 1024, 2) if ok else None,
+            # the server's CPU share while every client sits idle (Engine.IO pings only)
+            "idle_cpu_share": round(idle_cpu / idle, 4),
         }
         if report.get("traced_growth") is not None and ok:
             result["traced_per_conn_kb"] = round(report["traced_growth"] / ok / 1024, 2)
