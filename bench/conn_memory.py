@@ -55,7 +55,11 @@ def _owner(frames: Any) -> str:
             continue
         if "site-packages/" in name:
             return name.split("site-packages/", 1)[1].split("/", 1)[0]
-        return "sanic_rt" if "/sanic_rt/" in name else name.rsplit("/", 2)[-2]
+        if "/sanic_rt/" in name:
+            return "sanic_rt"
+        if "/bench/" in name:  # only the loop's run call above: C code (uvloop) allocating
+            return "event loop (C)"
+        return name.rsplit("/", 2)[-2]
     return "stdlib:" + Path(frames[0].filename).name
 
 
