@@ -3,7 +3,8 @@
 The A side of ``python -m bench.ab``: the same checkout and process set-up, with
 python-engineio's own JSON module and websocket driver instead of
 ``sanic_rt.wire_json`` and ``sanic_rt.engineio_ws``, and one backend call per
-connect instead of coalesced ones. Bench-only; the app has no
+connect instead of coalesced ones; and item 2's per-connection memory
+changes off (``bench/baseline_memory.py``). Bench-only; the app has no
 switch for this.
 """
 
@@ -14,6 +15,7 @@ import sys
 from engineio import json as engineio_json
 from engineio.async_drivers import asgi
 
+import bench.baseline_memory  # noqa: F401  (switches off as it is imported)
 import sanic_rt.app
 import sanic_rt.engineio_ws
 from sanic_rt.backend import PresenceBackend

@@ -17,19 +17,43 @@ What python-engineio offers to hook into is its async driver table
 that socket instead. tests/test_engineio_ws.py fails if either upstream piece
 changes. docs/upstream/python-engineio-websocket-loop.patch is the same change
 made in python-engineio itself.
+
+Per idle connection (docs/performance.md, "RSS per connection"), the server
+also keeps less: the socket's queue is a :class:`~sanic_rt.lean_asyncio.LeanQueue`
+(``AsyncServer.create_queue``, python-engineio's own hook for it); the pings of
+every socket share one timer per due time (:class:`PingTimer`) instead of a task
+sleeping ``ping_interval`` per socket (``AsyncSocket.schedule_ping`` starts
+``_send_ping`` through ``AsyncServer.start_background_task``, which we take
+over for that one target); and the handshake environ, which python-socketio
+keeps for the connection's life, loses the websocket handshake's own headers
+once it is accepted (:data:`HANDSHAKE_ONLY`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 import engineio
+from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
 
+from .lean_asyncio import LeanQueue
+
 log = logging.getLogger("sanic_rt.engineio")
+
+
+#: environ keys only the websocket handshake reads (python-socketio keeps the environ
+#: of a connection that starts on websocket; plugins see the rest of it)
+HANDSHAKE_ONLY = (
+    "HTTP_SEC_WEBSOCKET_KEY",
+    "HTTP_SEC_WEBSOCKET_VERSION",
+    "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+)
 
 
 class LeanWebSocket(eio_asgi.WebSocket):
@@ -40,6 +64,8 @@ class LeanWebSocket(eio_asgi.WebSocket):
         self.asgi_receive = environ["asgi.receive"]
         self.asgi_send = environ["asgi.send"]
         await self.asgi_send({"type": "websocket.accept"})
+        for key in HANDSHAKE_ONLY:
+            environ.pop(key, None)
         await serve_websocket(self.handler.__self__, self)
         return ""  # send nothing as response
 
@@ -53,6 +79,55 @@ class GatewayEngineIOServer(engineio.AsyncServer):
         drivers: dict[str, Any] = self._async  # type: ignore[has-type]
         if drivers.get("websocket") is eio_asgi.WebSocket:
             self._async = {**drivers, "websocket": LeanWebSocket}
+        self._ping_timer = PingTimer()
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
+        """Every socket's packet queue (``BaseSocket.__init__``): a lean one."""
+        return LeanQueue(*args, **kwargs)
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """As upstream, except a socket's next ping, which :class:`PingTimer` sends."""
+        if getattr(target, "__func__", None) is async_socket.AsyncSocket._send_ping:
+            self._ping_timer.schedule(target.__self__)
+            return None  # AsyncSocket.schedule_ping ignores the task
+        return super().start_background_task(target, *args, **kwargs)
+
+
+class PingTimer:
+    """python-engineio's ``AsyncSocket._send_ping`` for every socket, one timer per slot.
+
+    Upstream starts a task per socket and ping (``asyncio.sleep(ping_interval)``,
+    then set ``last_ping`` and send a PING). Here a socket joins the slot of
+    its due time rounded up to ``RESOLUTION``: one timer handle per slot, not a
+    task, a coroutine and a sleep per socket. A PING goes out at most
+    ``RESOLUTION`` later than upstream's would.
+    """
+
+    RESOLUTION = 0.25
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[float, list[Any]] = {}
+
+    def schedule(self, socket: Any) -> None:
+        loop = asyncio.get_running_loop()
+        step = self.RESOLUTION
+        due = math.ceil((loop.time() + socket.server.ping_interval) / step) * step
+        slot = self._slots.get(due)
+        if slot is None:
+            slot = self._slots[due] = []
+            loop.call_at(due, self._fire, due)
+        slot.append(socket)
+
+    def _fire(self, due: float) -> None:
+        ping = eio_packet.PING
+        for socket in self._slots.pop(due, ()):
+            if socket.closing or socket.closed:
+                continue
+            # upstream: last_ping, then send(): its ping-timeout check cannot fail
+            # right after last_ping is set, and the queue is unbounded.
+            socket.last_ping = time.time()
+            socket.queue.put_nowait(eio_packet.Packet(ping))
 
 
 class _IdleDeadline:

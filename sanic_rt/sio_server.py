@@ -16,7 +16,8 @@ interval ends (25 s by default): python-socketio's client blocks that long in
 The handshake's environ lives as long as the connection (python-socketio keeps
 it for every namespace connect); its ``wsgi.input`` holds a request-body reader
 whose class python-engineio's ASGI driver builds per request: ~3.3 KB per idle
-connection for a body nobody reads again (docs/performance.md).
+connection for a body nobody reads again; and its ASGI scope a second copy of
+the headers (docs/performance.md). Both are dropped at the Engine.IO connect.
 
 sanic-rt uses no binary events. python-socketio buffers a binary packet's
 attachments without limit until the count its header announced has arrived,
@@ -105,6 +106,7 @@ class GatewayServer(socketio.AsyncServer):
         # which keeps ``environ`` for the connection's life.
         # A connect is always a GET: its body was never read and never will be.
         environ.pop("wsgi.input", None)
+        drop_scope_headers(environ)
         self._connect_deadlines.watch(self, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
@@ -251,6 +253,23 @@ class GatewayServer(socketio.AsyncServer):
             return True
         handler = self.namespace_handlers.get(namespace)
         return handler is not None and hasattr(handler, handler_name(event))
+
+
+def drop_scope_headers(environ: dict[str, Any]) -> None:
+    """Drop the second copy of the headers an Engine.IO connect's environ keeps.
+
+    python-engineio's ASGI driver (``translate_request``) keeps the ASGI scope
+    in the environ, and uvicorn keeps a websocket's scope for the connection's
+    life: the scope's ``headers`` are every header again, as bytes. The
+    environ's ``HTTP_*`` keys are what python-socketio and plugins read.
+    """
+    scope = environ.get("asgi.scope")
+    if scope is None or not scope.get("headers"):
+        return
+    if scope.get("type") == "websocket":
+        scope["headers"] = []  # uvicorn's websocket protocol reads them only before the app
+    else:
+        environ["asgi.scope"] = {**scope, "headers": []}  # the HTTP request is uvicorn's
 
 
 class ConnectDeadlines:
