@@ -19,9 +19,12 @@ tests/test_conn_memory.py fails if that code changes.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: items past which a queue's storage becomes a real deque (kept for the connection's life)
+BACKLOG_TO_DEQUE = 32
 
 
 class SmallDeque(list[T]):
@@ -55,3 +58,11 @@ class LeanQueue(asyncio.Queue[T]):
     def _init(self, maxsize: int) -> None:
         # The documented hook for a queue's storage (PriorityQueue overrides it too).
         self._queue: Any = SmallDeque()
+
+    def _put(self, item: T) -> None:
+        queue = self._queue
+        queue.append(item)
+        if len(queue) > BACKLOG_TO_DEQUE and type(queue) is SmallDeque:
+            # A client that reads slowly: popleft on a list moves the rest, so a long
+            # backlog would cost quadratic time on the shared event loop.
+            self._queue = collections.deque(queue)

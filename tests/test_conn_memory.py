@@ -25,7 +25,7 @@ from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 
 from sanic_rt.engineio_ws import HANDSHAKE_ONLY
-from sanic_rt.lean_asyncio import LeanEvent, LeanQueue, SmallDeque
+from sanic_rt.lean_asyncio import BACKLOG_TO_DEQUE, LeanEvent, LeanQueue, SmallDeque
 from sanic_rt.server import WebSocketProtocol
 from sanic_rt.testing import config_from_dict, running_app, token
 
@@ -117,6 +117,18 @@ async def test_lean_queue_and_event_behave_as_asyncio_s() -> None:
     assert not event._waiters  # type: ignore[attr-defined]
     smaller = SmallDeque([1, 2])
     assert smaller.popleft() == 1 and smaller == [2]
+
+
+def test_a_long_backlog_moves_to_a_real_deque_in_order() -> None:
+    # popleft on a list is O(n): a slow reader's backlog must not cost quadratic time.
+    queue: LeanQueue[int] = LeanQueue()
+    for i in range(BACKLOG_TO_DEQUE):
+        queue.put_nowait(i)
+    assert type(queue._queue) is SmallDeque  # type: ignore[attr-defined]
+    for i in range(BACKLOG_TO_DEQUE, 1000):
+        queue.put_nowait(i)
+    assert isinstance(queue._queue, collections.deque)  # type: ignore[attr-defined]
+    assert [queue.get_nowait() for _ in range(1000)] == list(range(1000))
 
 
 async def _poll(predicate: Any, what: str, timeout: float = 10.0) -> None:
