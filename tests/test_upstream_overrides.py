@@ -2,12 +2,14 @@
 
 sanic-rt extends private methods of python-socketio (sanic_rt/sio_server.py:
 GatewayServer, GatewayPacket), subclasses uvicorn's websocket protocol
-(sanic_rt/server.py: WebSocketProtocol) and reads a Sanic blueprint's pending
-routes (sanic_rt/plugin_manager.py). Behaviour tests elsewhere show the
-overrides work today; these fail when a new upstream release changes what
-they rely on. Where it can, a check looks at the behaviour relied on (the
-attribute exists and holds what we expect after a real handshake); otherwise
-it looks for the upstream lines relied on, whitespace removed. Each failure
+(sanic_rt/server.py: WebSocketProtocol), reads a Sanic blueprint's pending
+routes (sanic_rt/plugin_manager.py) and adds into a prometheus-client
+histogram's private values (sanic_rt/metrics.py: PendingHistogram).
+Behaviour tests elsewhere show the overrides work today; these fail when a new
+upstream release changes what they rely on. Where it can, a check looks at the
+behaviour relied on (the attribute exists and holds what we expect after a
+real handshake); otherwise it looks for the upstream lines relied on,
+whitespace removed. Each failure
 names the upstream file and function and what to re-verify; after re-verifying
 (and porting the change to the override), update the check.
 
@@ -29,6 +31,7 @@ import pytest
 import socketio
 import uvicorn
 from engineio import async_socket
+from prometheus_client import CollectorRegistry, Histogram
 from sanic import Blueprint
 from sanic.response import text
 from socketio import packet
@@ -36,6 +39,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request, Response
 
 from sanic_rt.app import create_app
+from sanic_rt.metrics import PendingHistogram
 from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.server import WebSocketProtocol, uvicorn_config
 from sanic_rt.sio_server import GatewayPacket, GatewayServer, MalformedPacket
@@ -441,3 +445,38 @@ def test_the_plugin_host_lists_a_plugin_s_routes() -> None:
     (listed,) = host.infos["desk"].routes
     methods, _, uri = listed.partition(" ")
     assert (sorted(methods.split(",")), uri) == (["GET", "POST"], "/support/agents/<agent>")
+
+
+# --- prometheus-client: what PendingHistogram (sanic_rt/metrics.py) writes into ----------
+
+
+def test_a_flushed_pending_histogram_equals_upstream_observe() -> None:
+    # PendingHistogram picks the bucket as prometheus_client/metrics.py
+    # Histogram.observe does and adds into the child's private _upper_bounds,
+    # _buckets and _sum; the exposition must be what upstream's observe gives.
+    values = [0.0, 0.005, 0.0051, 0.1, 0.99, 1.0, 2.5, 7.0, 1e9]
+    samples = []
+    for pending in (False, True):
+        registry = CollectorRegistry()
+        child = Histogram("probe_seconds", "probe", ["op"], registry=registry).labels("x")
+        if pending:
+            histogram = PendingHistogram(child)
+            for value in values:
+                histogram.observe(value)
+            histogram.flush()
+        else:
+            for value in values:
+                child.observe(value)
+        samples.append(
+            sorted(
+                (s.name, tuple(sorted(s.labels.items())), s.value)
+                for metric in registry.collect()
+                for s in metric.samples
+                if not s.name.endswith("_created")
+            )
+        )
+    upstream, ours = samples
+    assert ours == upstream, (
+        "prometheus-client prometheus_client/metrics.py Histogram (observe, _upper_bounds, "
+        "_buckets, _sum) changed: re-verify PendingHistogram.observe/flush (sanic_rt/metrics.py)"
+    )
