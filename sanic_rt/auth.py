@@ -14,12 +14,14 @@ import re
 import secrets
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote_plus
 
 import jwt
+from jwt.algorithms import AllowedPublicKeys
 
 from .config import AuthConfig, Config, ConfigError
 
@@ -29,6 +31,10 @@ MAX_TOKEN_BYTES = 8192
 MAX_USER_ID_LEN = 128
 DEV_KEY_PATH = Path(".sanic-rt") / "dev.key"
 HMAC_PREFIX = "HS"
+
+#: What ``jwt.decode`` verifies with: a ``cryptography`` public key (from a
+#: JWKS), the HS* secret or a PEM text, or an ``oct`` JWK's raw bytes.
+VerificationKey: TypeAlias = AllowedPublicKeys | str | bytes
 
 
 class AuthError(Exception):
@@ -51,7 +57,7 @@ class AuthenticatedUser:
     device: str = ""
 
 
-def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) -> str:
+def token_from_handshake(environ: Mapping[str, Any], auth: object, allow_query: bool) -> str:
     """The token, by source in order: ``auth`` payload, ``Authorization`` header, ``?token=``.
 
     An empty ``auth.token`` counts as absent: a signed-out web app typically
@@ -63,7 +69,7 @@ def token_from_handshake(environ: dict[str, Any], auth: Any, allow_query: bool) 
         if not isinstance(token, str):
             raise AuthError("invalid_token", "auth.token must be a string")
         return token
-    header = environ.get("HTTP_AUTHORIZATION", "")
+    header: str = environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -108,7 +114,7 @@ class RedactQueryToken(logging.Filter):
         return True
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: object) -> object:
     if isinstance(value, str) and "=" in value:
         return _QUERY_PARAM.sub(_redact_param, value)
     return value
@@ -130,7 +136,7 @@ def install_log_redaction() -> None:
             logger.addFilter(RedactQueryToken())
 
 
-def device_from_handshake(auth: Any) -> str:
+def device_from_handshake(auth: object) -> str:
     """The client's self-declared device label (informational only, never identity)."""
     device = auth.get("device") if isinstance(auth, dict) else None
     return device[:64] if isinstance(device, str) else ""
@@ -221,15 +227,15 @@ class JwksCache:
     def __init__(self, url: str, refetch_interval: float) -> None:
         self.url, self.refetch_interval = url, refetch_interval
         # kid -> (key, the "alg" the JWK declares or None)
-        self._keys: dict[str, tuple[Any, str | None]] = {}
+        self._keys: dict[str, tuple[VerificationKey, str | None]] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    def _fetch(self) -> dict[str, tuple[Any, str | None]]:
+    def _fetch(self) -> dict[str, tuple[VerificationKey, str | None]]:
         # Blocking I/O: always called through asyncio.to_thread.
         with urllib.request.urlopen(self.url, timeout=5) as resp:
             data = json.load(resp)
-        keys: dict[str, tuple[Any, str | None]] = {}
+        keys: dict[str, tuple[VerificationKey, str | None]] = {}
         for jwk in data["keys"]:
             try:
                 parsed = jwt.PyJWK(jwk)
@@ -239,7 +245,7 @@ class JwksCache:
                 keys[parsed.key_id] = (parsed.key, jwk.get("alg"))
         return keys
 
-    async def key(self, kid: str, alg: str) -> Any:
+    async def key(self, kid: str, alg: str) -> VerificationKey:
         """The key for ``kid``; raise ``invalid_token`` if unknown or meant for another alg."""
         if kid not in self._keys:
             await self._refetch(kid)
@@ -280,8 +286,7 @@ class TokenVerifier:
             else None
         )
 
-    async def _key_for(self, header: dict[str, Any]) -> Any:
-        alg = header.get("alg")
+    async def _key_for(self, header: dict[str, Any], alg: str) -> VerificationKey:
         if alg.startswith(HMAC_PREFIX):
             if not self.secret:
                 raise AuthError("invalid_token", "HMAC tokens are not accepted")
@@ -324,7 +329,7 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none" or alg not in self.auth.algorithms:
             raise AuthError("invalid_token", "signing algorithm not allowed")
-        key = await self._key_for(header)
+        key = await self._key_for(header, alg)
         try:
             claims = jwt.decode(
                 token,
@@ -415,11 +420,11 @@ def mint_token(
     if private_key is not None:
         alg = _asymmetric_alg(config, private_key)
         return jwt.encode(payload, private_key, algorithm=alg, headers=headers)
-    alg = next((a for a in config.auth.algorithms if a.startswith(HMAC_PREFIX)), None)
+    hmac_alg = next((a for a in config.auth.algorithms if a.startswith(HMAC_PREFIX)), None)
     secret = hmac_secret(config)
-    if alg is None or not secret:
+    if hmac_alg is None or not secret:
         raise ConfigError(config.source, "auth.secret", "no HMAC key: pass --private-key")
-    return jwt.encode(payload, secret, algorithm=alg, headers=headers)
+    return jwt.encode(payload, secret, algorithm=hmac_alg, headers=headers)
 
 
 def _asymmetric_alg(config: Config, private_key: str) -> str:

@@ -8,6 +8,7 @@ raise :class:`ConfigError`, whose text is one line naming the file and key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -16,8 +17,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "SANIC_RT_"
 SECRET_KEYS = frozenset({"secret", "keys", "url", "password"})
@@ -32,10 +36,15 @@ class ConfigError(Exception):
         super().__init__(f"config error: {where}: {expected}")
 
 
-def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+_T = TypeVar("_T")
+_D = TypeVar("_D", bound="DataclassInstance")
+
+
+def _opt(default: _T, doc: str, *, min: float | None = None, max: float | None = None) -> _T:
     meta = {"doc": doc, "min": min, "max": max}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
+        # A fresh (shallow) copy per instance: a mutable default must not be shared.
+        return field(default_factory=lambda: copy.copy(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -244,6 +253,22 @@ class DashboardConfig:
     path: str = _opt("/dashboard", "where the dashboard page is served")
 
 
+class ConfigSections(TypedDict, total=False):
+    """The keyword arguments of :meth:`Config.replace`: whole sections by name."""
+
+    server: ServerConfig
+    auth: AuthConfig
+    presence: PresenceConfig
+    cluster: ClusterConfig
+    recovery: RecoveryConfig
+    plugins: PluginsConfig
+    api: ApiConfig
+    events: EventsConfig
+    metrics: MetricsConfig
+    admin: AdminConfig
+    dashboard: DashboardConfig
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -264,7 +289,7 @@ class Config:
         """Whether ``[server] mode`` is ``production``."""
         return self.server.mode == "production"
 
-    def replace(self, **sections: Any) -> Config:
+    def replace(self, **sections: Unpack[ConfigSections]) -> Config:
         """A copy with whole sections replaced (``config.replace(server=...)``)."""
         return dataclasses.replace(self, **sections)
 
@@ -275,7 +300,7 @@ FIRST_PARTY_PLUGINS = ("chats", "orders", "notifications", "socials")
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> Config:
     """Read ``path`` (or defaults), then env overrides, then ``overrides``.
 
@@ -300,8 +325,8 @@ def load_config(
     env_values = _env_overrides(env)
     for key, value in env_values:
         _set_dotted(raw, key, value, source)
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value, source)
+    for key, override in (overrides or {}).items():
+        _set_dotted(raw, key, override, source)
     _move_plugin_tables(raw, source)
     try:
         config = _build(Config, raw, "", source)
@@ -346,7 +371,7 @@ def _name_env_variable(err: ConfigError, env_values: list[tuple[str, EnvText]]) 
     return err
 
 
-def _parse_env_value(text: str) -> Any:
+def _parse_env_value(text: str) -> object:
     """A TOML value if it parses as one (``8001``, ``true``, ``["a"]``), else the string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -354,7 +379,7 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def _wants_text(hint: Any) -> bool:
+def _wants_text(hint: object) -> bool:
     # A secret like 2024-01-01 or 0123 must stay the string it was, not a date or int.
     if hint is str:
         return True
@@ -363,7 +388,7 @@ def _wants_text(hint: Any) -> bool:
     )
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: object, source: str) -> None:
     parts = dotted.split(".")
     table = raw
     for part in parts[:-1]:
@@ -381,7 +406,7 @@ def _move_plugin_tables(raw: dict[str, Any], source: str) -> None:
     plugins["settings"] = settings
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+def _build(cls: type[_D], raw: object, prefix: str, source: str) -> _D:
     if not isinstance(raw, dict):
         raise ConfigError(source, prefix.rstrip("."), "expected a table")
     hints = typing.get_type_hints(cls)
@@ -392,18 +417,18 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         raise ConfigError(
             source, prefix + unknown[0], f"unknown {what} (known: {', '.join(fields)})"
         )
-    values = {}
+    values: dict[str, object] = {}
     for name, value in raw.items():
         key = prefix + name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[name] = _build(hint, value, key + ".", source)
         else:
             values[name] = _check(value, hint, fields[name].metadata, key, source)
     return cls(**values)
 
 
-def _check(value: Any, hint: Any, meta: Mapping[str, Any], key: str, source: str) -> Any:
+def _check(value: object, hint: Any, meta: Mapping[str, Any], key: str, source: str) -> object:
     if isinstance(value, EnvText):
         value = str(value) if _wants_text(hint) else _parse_env_value(value)
     origin = typing.get_origin(hint)
@@ -460,8 +485,8 @@ def masked(config: Config) -> dict[str, Any]:
     return mask(data)
 
 
-def _mask_value(key: str, value: Any) -> Any:
-    if key == "url":
+def _mask_value(key: str, value: object) -> object:
+    if key == "url" and isinstance(value, str):
         return _mask_url(value)
     if isinstance(value, list):
         return ["***"] * len(value)
@@ -494,19 +519,26 @@ def _mask_param(param: str) -> str:
     return param
 
 
-def documented_keys() -> list[tuple[str, Any, str]]:
+def documented_keys() -> list[tuple[str, object, str]]:
     """(dotted key, default, doc) for every key; the example file is tested against it."""
-    out: list[tuple[str, Any, str]] = []
+    out: list[tuple[str, object, str]] = []
 
-    def walk(cls: type, prefix: str) -> None:
+    def walk(cls: type[DataclassInstance], prefix: str) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name == "source":
                 continue
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], prefix + f.name + ".")
+            hint = hints[f.name]
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+                walk(hint, prefix + f.name + ".")
             elif f.name != "settings":
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                default: object
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                else:
+                    raise TypeError(f"{prefix}{f.name} has no default")
                 out.append((prefix + f.name, default, f.metadata.get("doc", "")))
 
     walk(Config, "")

@@ -183,7 +183,8 @@ class PendingHistogram:
     was most of the metrics cost. The flush adds our counts into the child's
     ``_buckets``/``_sum`` values: prometheus-client internals (``Histogram``
     in prometheus_client/metrics.py, stable since 0.4; pinned below 1.0, and
-    tests/test_metrics.py fails if the counts stop arriving).
+    tests/test_metrics.py fails if the counts stop arriving, and
+    tests/test_upstream_overrides.py if they differ from ``Histogram.observe``'s).
     """
 
     __slots__ = ("bounds", "child", "counts", "total")

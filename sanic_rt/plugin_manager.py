@@ -330,7 +330,8 @@ class PluginHost:
             def register(blueprint: Any) -> None:
                 found.append(blueprint)
                 # Private: sanic/mixins/routes.py RouteMixin keeps a blueprint's
-                # routes in _future_routes until it is registered on an app.
+                # routes in _future_routes until it is registered on an app
+                # (tests/test_upstream_overrides.py checks it).
                 for route in blueprint._future_routes:
                     uri = (blueprint.url_prefix or "") + route.uri
                     self.infos[plugin].routes.append(f"{','.join(route.methods)} {uri}")

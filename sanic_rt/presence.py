@@ -560,7 +560,16 @@ class Presence:
         return (await self.get(user_id)).online
 
     async def online_count(self) -> int:
-        """How many users are online (invisible ones included)."""
+        """How many users are online (invisible ones included).
+
+        A user counts once however many connections, devices and nodes they
+        have; cheaper than :meth:`stats` when the number is all you need.
+
+        Example, a status route of a plugin::
+
+            count = await gateway_of(request).presence.online_count()
+            return envelope({"online_users": count})
+        """
         return await self._call(self.backend.online_count())
 
     async def online_users(
@@ -584,7 +593,18 @@ class Presence:
         return await self._call(self.backend.online_users(cursor, limit))
 
     async def stats(self) -> PresenceStats:
-        """Online users, live connections, and connections by namespace."""
+        """Online users, live connections, and connections by namespace.
+
+        :returns: a :class:`~sanic_rt.api.PresenceStats`; ``by_namespace`` maps a
+            namespace path (``"/chats"``) to its live connections, on every node
+            sharing the backend.
+
+        Example::
+
+            stats = await gateway.presence.stats()
+            print(stats.online_users, "users on", stats.connections, "connections")
+            chats = stats.by_namespace.get("/chats", 0)
+        """
         return await self._call(self.backend.stats(self.clock()))
 
     async def check(self) -> None:

@@ -36,6 +36,9 @@ payload is not a list starting with a string made python-socketio's event
 handler raise: a logged traceback and no answer, so the client's call waited
 for its own timeout. Such an EVENT with an ack id is answered ``bad_request``;
 anything else is dropped with one log line (flood-limited).
+
+tests/test_upstream_overrides.py fails when the python-socketio code these
+overrides rely on changes.
 """
 
 from __future__ import annotations
