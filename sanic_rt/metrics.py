@@ -144,7 +144,7 @@ class Series:
         )
         self.cluster_emit_errors = Counter(
             p + "cluster_emit_errors",
-            "Emits through the cluster manager that timed out",
+            "Publishes to the cluster bus that failed (refused, reset or timed out)",
             registry=registry,
         )
         self.rate_limited = Counter(
