@@ -148,6 +148,42 @@ async def test_a_full_in_process_queue_drops_the_oldest_and_counts(clients):
         await receiver.stop()
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_hanging_receiver_times_out_and_is_retried(clients, backend, request):
+    """A POST the receiver never answers ends at ``timeout`` and is retried; once it
+    answers, nothing is lost; meanwhile the gateway keeps answering others."""
+    receiver = await Receiver().start()
+    receiver.hang = True
+    sections: dict[str, Any] = {
+        "events": {"webhook": webhook(receiver, timeout=0.5, max_attempts=100)}
+    }
+    if backend == "redis":  # webhooks read the event stream through a consumer group
+        url = f"redis://127.0.0.1:{request.getfixturevalue('redis_proc').port}/0"
+        sections["presence"] = {"backend": "redis", "redis": {"url": url}}
+    config = config_from_dict(base_config(**sections))
+    try:
+        async with running_app(config) as (_app, url):
+            before = await webhook_counts(url)
+            alice = await clients(url, make_token("alice"))
+            await eventually(lambda: receiver.hung >= 2)  # the first POST timed out
+            bystander = await clients(url, make_token("bob"))
+            assert (await bystander.call("ping", {}))["ok"]
+            await alice.close()
+            receiver.hang = False
+            await eventually(lambda: "alice" in receiver.by_user())
+            await eventually(lambda: len(receiver.by_user()["alice"]) == 2)
+            after = await webhook_counts(url)
+            assert after["retries"] - before["retries"] >= 1
+            assert after["failed"] == before["failed"]
+    finally:
+        await receiver.stop()
+    assert receiver.bad_signatures == 0
+    assert [e["type"] for e in receiver.by_user()["alice"]] == [
+        "presence.online",
+        "presence.offline",
+    ]
+
+
 def docs_function(name: str) -> Any:
     """A function defined by one of docs/events.md's Python blocks."""
     for block in re.findall(r"```python\n(.*?)```", (DOCS / "events.md").read_text(), re.S):
