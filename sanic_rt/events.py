@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from redis.exceptions import RedisError, ResponseError
 
+from . import metrics
 from .backend import PresenceBackend
 from .config import Config, ConfigError, WebhookConfig
 from .plugin_manager import FAILING_PLUGIN_ATTR, PerPlugin, PluginHost, await_me_maybe
@@ -127,7 +128,11 @@ def check_events_config(config: Config, backend: PresenceBackend) -> None:
 
 @dataclass
 class WebhookStats:
-    """Plain counters of webhook delivery (events, not batches), for metrics."""
+    """Plain counters of webhook delivery (events, not batches), in this process.
+
+    The same counts go to ``sanic_rt_webhook_events_total`` and
+    ``sanic_rt_webhook_retries_total`` (docs/operations.md).
+    """
 
     delivered: int = 0
     #: answered with a 4xx other than 429: dropped, logged once per batch
@@ -177,14 +182,17 @@ class WebhookPoster:
             outcome, wait = await self._post(body)
             if outcome == "ok":
                 self.stats.delivered += len(events)
+                metrics.webhook_events("delivered", len(events))
                 return
             if outcome == "rejected":
                 self.stats.rejected += len(events)
+                metrics.webhook_events("dropped_4xx", len(events))
                 log.warning("webhook %s rejected %d events: %s", self.target, len(events), wait)
                 return
             if attempt == self.hook.max_attempts:
                 break
             self.stats.retries += 1
+            metrics.webhook_retry()
             # Full jitter over the upper half: nodes retrying together spread out.
             pause = max(min(delay, self.hook.retry_backoff_max) * random.uniform(0.5, 1.0), wait)
             delay *= 2
@@ -192,6 +200,7 @@ class WebhookPoster:
                 await keep_alive()
             await asyncio.sleep(pause)
         self.stats.failed += len(events)
+        metrics.webhook_events("failed", len(events))
         log.error(
             "webhook %s: %d events dropped after %d attempts",
             self.target,
@@ -241,6 +250,7 @@ class QueueWebhookSender:
         if len(self.queue) >= self.hook.queue_max:
             self.queue.popleft()
             self.poster.stats.queue_dropped += 1
+            metrics.webhook_events("dropped_queue_full", 1)
         self.queue.append(event)
         self._wake.set()
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import socketio
 
+from . import metrics
 from .backend import BackendUnavailable
 from .tasks import cancel_task
 
@@ -75,6 +76,7 @@ class RaisingRedisPublish(socketio.AsyncRedisManager):
             except Exception as err:
                 self.connected = False
                 if attempt == PUBLISH_ATTEMPTS:
+                    metrics.cluster_emit_error()
                     raise BackendUnavailable(
                         f"cluster bus publish failed: {type(err).__name__}"
                     ) from None

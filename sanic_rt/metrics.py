@@ -37,6 +37,8 @@ OTHER = "other"
 UNMATCHED_ROUTE = "unmatched"
 REFUSAL_CODES = ERROR_CODES | {"too_many_connections"}
 PRESENCE_STATUSES = frozenset({"online", "offline", "away", "dnd", "invisible"})
+#: what became of each webhook event (sanic_rt_webhook_events_total's result label)
+WEBHOOK_RESULTS = ("delivered", "dropped_4xx", "dropped_queue_full", "failed")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -144,7 +146,20 @@ class Series:
         )
         self.cluster_emit_errors = Counter(
             p + "cluster_emit_errors",
-            "Emits through the cluster manager that timed out",
+            "Publishes to the cluster bus that failed (refused, reset or timed out)",
+            registry=registry,
+        )
+        self.webhook_events = Counter(
+            p + "webhook_events",
+            "Presence events delivered to the webhook or dropped, by result",
+            ["result"],
+            registry=registry,
+        )
+        for result in WEBHOOK_RESULTS:  # all four from the start: rate() sees the first drop
+            self.webhook_events.labels(result)
+        self.webhook_retries = Counter(
+            p + "webhook_retries",
+            "Webhook POSTs retried (timeout, connection error, 5xx or 429)",
             registry=registry,
         )
         self.rate_limited = Counter(
@@ -392,6 +407,17 @@ def backend_op(backend: str, coro: Any, seconds: float, failed: bool) -> None:
 def http_request(route_path: str | None, status: int) -> None:
     if recorder is not None:
         recorder.http_request(route_path, status)
+
+
+def webhook_events(result: str, count: int) -> None:
+    """``count`` webhook events ended as ``result`` (one of :data:`WEBHOOK_RESULTS`)."""
+    if recorder is not None:
+        recorder.s.webhook_events.labels(result).inc(count)
+
+
+def webhook_retry() -> None:
+    if recorder is not None:
+        recorder.s.webhook_retries.inc()
 
 
 def cluster_emit_error() -> None:

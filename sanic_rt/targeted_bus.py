@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from . import metrics
 from .backend import BackendUnavailable
 from .gateway import PRESENCE_ROOM_PREFIX
 from .stream_manager import StreamManager
@@ -85,6 +86,7 @@ class TargetedStreamManager(StreamManager):
                 )
             ids = await pipe.execute()
         except (RedisError, OSError) as err:
+            metrics.cluster_emit_error()
             raise BackendUnavailable(f"the cluster bus is unavailable ({err})") from None
         return str(ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1])
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.clients import eventually, make_token
 from tests.support.cluster import cluster_config, wire_up
+from tests.support.metrics import scrape, value
 from tests.support.procs import Proc
 
 CONVERSATION = {"conversation_id": "c"}
@@ -72,6 +73,9 @@ async def test_with_redis_killed_a_message_is_unavailable_and_delivered_nowhere(
     redis_proc.kill()
     ack = await send(room["alice"], "lost")
     assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+    # The sender's node counts the failed publish (docs/operations.md).
+    sender = room["nodes"][0]
+    assert (value(await scrape(sender.url), "sanic_rt_cluster_emit_errors_total") or 0) >= 1
     redis_proc.start()
     # Once the bus is back, a later message reaches both; nobody ever got "lost"
     # (bob is on the sender's node, where it used to be delivered before the publish).

@@ -21,9 +21,21 @@ from sanic_rt.testing import config_from_dict, inline_plugin, running_app
 from tests.conftest import base_config
 from tests.support.clients import eventually, make_token
 from tests.support.cluster import check_config
+from tests.support.metrics import scrape, value
 from tests.support.webhooks import WEBHOOK_SECRET, Receiver
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+async def webhook_counts(url: str) -> dict[str, float]:
+    """The webhook series at ``url``/metrics (process-wide: compare before and after)."""
+    text = await scrape(url)
+    counts = {
+        result: value(text, "sanic_rt_webhook_events_total", result=result) or 0.0
+        for result in ("delivered", "dropped_4xx", "dropped_queue_full", "failed")
+    }
+    counts["retries"] = value(text, "sanic_rt_webhook_retries_total") or 0.0
+    return counts
 
 
 def webhook(receiver: Receiver, **extra: object) -> dict[str, object]:
@@ -76,6 +88,7 @@ async def test_in_process_webhook_is_signed_retried_and_honours_retry_after(clie
     config = config_from_dict(base_config(events={"webhook": webhook(receiver)}))
     try:
         async with running_app(config) as (app, url):
+            before = await webhook_counts(url)
             alice = await clients(url, make_token("alice"))
             await eventually(lambda: receiver.posts >= 3)  # retried while failing
             receiver.status = 200
@@ -83,6 +96,9 @@ async def test_in_process_webhook_is_signed_retried_and_honours_retry_after(clie
             await eventually(lambda: len(receiver.unique()) == 2)
             stats = app.ctx.events.webhook_stats
             assert stats.retries >= 2 and stats.delivered == 2
+            after = await webhook_counts(url)
+            assert after["retries"] - before["retries"] == stats.retries
+            assert after["delivered"] - before["delivered"] == 2
     finally:
         await receiver.stop()
     assert receiver.bad_signatures == 0
@@ -99,10 +115,14 @@ async def test_a_receiver_answering_400_is_dropped_and_counted(clients, caplog):
     caplog.set_level(logging.WARNING, "sanic_rt.events")
     try:
         async with running_app(config) as (app, url):
+            before = await webhook_counts(url)
             await clients(url, make_token("alice"))
             stats = app.ctx.events.webhook_stats
             await eventually(lambda: stats.rejected == 1)
             assert receiver.posts == 1 and stats.retries == 0
+            after = await webhook_counts(url)
+            changed = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+            assert changed == {"dropped_4xx": 1}, changed
     finally:
         await receiver.stop()
     assert "rejected 1 events: HTTP 400" in caplog.text
@@ -115,14 +135,53 @@ async def test_a_full_in_process_queue_drops_the_oldest_and_counts(clients):
     config = config_from_dict(base_config(events={"webhook": hook}))
     try:
         async with running_app(config) as (app, url):
+            before = await webhook_counts(url)
             for user in ("u1", "u2", "u3", "u4"):
                 await clients(url, make_token(user))
             stats = app.ctx.events.webhook_stats
             # one batch is out being retried; the queue holds the newest two
             await eventually(lambda: stats.queue_dropped == 1)
             assert [e["user_id"] for e in app.ctx.events.queue.queue] == ["u3", "u4"]
+            after = await webhook_counts(url)
+            assert after["dropped_queue_full"] - before["dropped_queue_full"] == 1
     finally:
         await receiver.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_hanging_receiver_times_out_and_is_retried(clients, backend, request):
+    """A POST the receiver never answers ends at ``timeout`` and is retried; once it
+    answers, nothing is lost; meanwhile the gateway keeps answering others."""
+    receiver = await Receiver().start()
+    receiver.hang = True
+    sections: dict[str, Any] = {
+        "events": {"webhook": webhook(receiver, timeout=0.5, max_attempts=100)}
+    }
+    if backend == "redis":  # webhooks read the event stream through a consumer group
+        url = f"redis://127.0.0.1:{request.getfixturevalue('redis_proc').port}/0"
+        sections["presence"] = {"backend": "redis", "redis": {"url": url}}
+    config = config_from_dict(base_config(**sections))
+    try:
+        async with running_app(config) as (_app, url):
+            before = await webhook_counts(url)
+            alice = await clients(url, make_token("alice"))
+            await eventually(lambda: receiver.hung >= 2)  # the first POST timed out
+            bystander = await clients(url, make_token("bob"))
+            assert (await bystander.call("ping", {}))["ok"]
+            await alice.close()
+            receiver.hang = False
+            await eventually(lambda: "alice" in receiver.by_user())
+            await eventually(lambda: len(receiver.by_user()["alice"]) == 2)
+            after = await webhook_counts(url)
+            assert after["retries"] - before["retries"] >= 1
+            assert after["failed"] == before["failed"]
+    finally:
+        await receiver.stop()
+    assert receiver.bad_signatures == 0
+    assert [e["type"] for e in receiver.by_user()["alice"]] == [
+        "presence.online",
+        "presence.offline",
+    ]
 
 
 def docs_function(name: str) -> Any:

@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import socketio
@@ -16,28 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import base_config
 from tests.support.clients import Client, eventually, http, make_token
 from tests.support.cluster import cluster_config
+from tests.support.metrics import samples, scrape, scraped_until, value
 from tests.support.procs import Proc, server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "metrics-test-key-0123456789abcdef"
-
-
-def samples(text: str) -> list[Any]:
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    """The sample ``name`` whose labels include ``labels``; None if absent."""
-    for sample in samples(text):
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-            return sample.value
-    return None
-
-
-async def scrape(url: str, api_key: str | None = None) -> str:
-    status, body = await http("GET", f"{url}/metrics", api_key=api_key)
-    assert status == 200, body
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +71,6 @@ async def test_series_count_connections_events_presence_backend_and_http(dev_ser
     await scraped_until(
         url, lambda t: value(t, "sanic_rt_presence_transitions_total", status="offline") == 1
     )
-
-
-async def scraped_until(url: str, check: Any) -> str:
-    """Scrape until ``check(text)`` holds (deadline: eventually's)."""
-
-    async def attempt() -> str | None:
-        text = await scrape(url)
-        return text if check(text) else None
-
-    return await eventually(attempt)
 
 
 async def test_unknown_event_names_cannot_grow_the_label_set(dev_server):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from tests.support.cluster import (
     updates_for,
     wire_up,
 )
+from tests.support.metrics import samples, scrape
 from tests.support.procs import write_toml
 
 
@@ -202,3 +205,58 @@ async def test_graceful_restart_within_grace_announces_nothing(redis_proc, start
     await sentinel(clients, node_b, watcher)
     assert [u["online"] for u in updates_for(watcher, "alice")] == [True]
     assert (await record_of(node_b, "alice"))["connections"] == 1
+
+
+async def test_presence_transitions_are_counted_once_cluster_wide(
+    redis_proc, start_server, clients
+):
+    """``sanic_rt_presence_transitions_total`` counts a change on the node that announced
+    it only: summed over both nodes it equals the changes announced, which the event
+    stream holds once each (the presence script appends them)."""
+    config = cluster_config(redis_proc, events={"stream": {"enabled": True}})
+    nodes = start_server(config), start_server(config)
+    await wire_up(clients, list(nodes), list(nodes))
+    watcher = await clients(nodes[1].url, make_token("watcher"))
+    users = [f"counted{n}" for n in range(6)]
+    await watcher.call("presence:subscribe", {"user_ids": users})
+    connections = {u: await clients(nodes[n % 2].url, make_token(u)) for n, u in enumerate(users)}
+    away, leaving = users[:2], users[2:4]
+    for user in away:
+        assert (await connections[user].call("presence:set_status", {"status": "away"}))["ok"]
+    for user in leaving:  # offline after the grace, by whichever node settles it
+        await connections[user].close()
+    expected = {
+        u: ["online", *(["away"] if u in away else []), *(["offline"] if u in leaving else [])]
+        for u in users
+    }
+
+    def seen(user: str) -> list[str]:
+        return [u["status"] if u["online"] else "offline" for u in updates_for(watcher, user)]
+
+    await eventually(lambda: all(seen(u) == expected[u] for u in users))
+
+    store = redis.Redis(port=redis_proc.port)
+
+    def announced() -> list[dict[str, Any]]:
+        keys = [k for k in store.scan_iter("*:events:*") if store.type(k) == b"stream"]
+        assert keys
+        return [json.loads(e[b"event"]) for k in keys for _, e in store.xrange(k)]
+
+    def by_status(events: list[dict[str, Any]]) -> Counter[str]:
+        return Counter(e["status"] if e["online"] else "offline" for e in events)
+
+    async def counted_once() -> bool:
+        texts = [await scrape(node.url) for node in nodes]
+        counted = Counter[str]()
+        for text in texts:
+            for sample in samples(text):
+                if sample.name == "sanic_rt_presence_transitions_total":
+                    counted[sample.labels["status"]] += int(sample.value)
+        return +counted == by_status(announced())
+
+    # wire_up's probes go offline after their grace too: poll until both sides settle.
+    await eventually(counted_once)
+    events = announced()
+    ours = [e for e in events if e["user_id"] in users]
+    assert sorted(by_status(ours).elements()) == sorted(s for u in users for s in expected[u])
+    store.close()

@@ -87,6 +87,25 @@ async def test_friends_claim_is_configurable(start_server, clients):
     assert updates_for(alice, "carol") == []
 
 
+async def test_friends_beyond_max_friends_are_not_followed(start_server, clients):
+    """security.md: only the first ``max_friends`` ids of the claim are followed."""
+    server = start_server(base_config(plugins={"socials": {"max_friends": 2}}))
+    alice = await clients(
+        server.url, make_token("alice", friends=["bob", "carol", "dave"]), namespaces=[NS]
+    )
+    bob = await clients(server.url, make_token("bob"), namespaces=["/chats"])
+    await clients(server.url, make_token("carol"), namespaces=["/chats"])
+    await eventually(lambda: updates_for(alice, "bob") and updates_for(alice, "carol"))
+
+    # dave, third in the claim, comes online and changes status; bob's change
+    # after dave's is the sentinel: once it arrived, dave's would have too.
+    dave = await clients(server.url, make_token("dave"), namespaces=["/chats"])
+    await dave.call("presence:set_status", {"status": "away"})
+    await bob.call("presence:set_status", {"status": "dnd"})
+    await eventually(lambda: len(updates_for(alice, "bob")) == 2)
+    assert updates_for(alice, "dave") == []
+
+
 async def test_social_event(start_server, clients):
     server = start_server()
     alice = await clients(server.url, make_token("alice"), namespaces=[NS])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,7 +28,11 @@ def verify(secret: str, header: str, body: bytes, now: float) -> bool:
 
 
 class Receiver:
-    """Answers ``status`` (200 by default); ``stop()``/``start()`` take it off the port."""
+    """Answers ``status`` (200 by default); ``stop()``/``start()`` take it off the port.
+
+    With ``hang`` set, a POST is never answered (until ``stop()``) and its events are
+    not kept: the sender's ``timeout`` has to end it. ``hung`` counts such POSTs.
+    """
 
     def __init__(self, secret: str = WEBHOOK_SECRET) -> None:
         self.secret = secret
@@ -38,6 +43,9 @@ class Receiver:
         self.events: list[dict[str, Any]] = []  # from 2xx answers only, in arrival order
         self.posts = 0
         self.bad_signatures = 0
+        self.hang = False
+        self.hung = 0
+        self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -47,6 +55,10 @@ class Receiver:
         if not verify(self.secret, header, body, time.time()):
             self.bad_signatures += 1
             return web.Response(status=401)
+        if self.hang:
+            self.hung += 1
+            await self._stopping.wait()  # no answer: the sender times out
+            return web.Response(status=503)
         if self.status >= 300:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return web.Response(status=self.status, headers=headers)
@@ -54,6 +66,7 @@ class Receiver:
         return web.Response(status=204)
 
     async def start(self) -> Receiver:
+        self._stopping.clear()
         app = web.Application()
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -62,6 +75,7 @@ class Receiver:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()  # hung handlers end, so cleanup does not wait on them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
