@@ -17,13 +17,16 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote_plus
 
 import jwt
-from jwt.algorithms import AllowedPublicKeys
 
 from .config import AuthConfig, Config, ConfigError
+
+if TYPE_CHECKING:
+    # A runtime name only from PyJWT 2.12; before, it exists for type checkers alone.
+    from jwt.algorithms import AllowedPublicKeys
 
 log = logging.getLogger("sanic_rt.auth")
 
@@ -34,7 +37,7 @@ HMAC_PREFIX = "HS"
 
 #: What ``jwt.decode`` verifies with: a ``cryptography`` public key (from a
 #: JWKS), the HS* secret or a PEM text, or an ``oct`` JWK's raw bytes.
-VerificationKey: TypeAlias = AllowedPublicKeys | str | bytes
+VerificationKey: TypeAlias = "AllowedPublicKeys | str | bytes"
 
 
 class AuthError(Exception):
