@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import socketio
 from engineio import async_server, async_socket, base_socket
+from engineio import packet as eio_packet
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
@@ -28,6 +29,7 @@ from sanic_rt.engineio_ws import HANDSHAKE_ONLY
 from sanic_rt.lean_asyncio import BACKLOG_TO_DEQUE, LeanEvent, LeanQueue, SmallDeque
 from sanic_rt.server import WebSocketProtocol
 from sanic_rt.testing import config_from_dict, running_app, token
+from tests.support.clients import eventually
 
 SECRET = "m" * 32
 #: sha256 prefixes of the upstream code relied on (python-engineio 4.15.1,
@@ -131,14 +133,6 @@ def test_a_long_backlog_moves_to_a_real_deque_in_order() -> None:
     assert [queue.get_nowait() for _ in range(1000)] == list(range(1000))
 
 
-async def _poll(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.02)
-
-
 async def test_an_idle_connection_keeps_no_handshake_state_and_no_ping_task() -> None:
     config = config_from_dict(
         {"auth": {"secret": SECRET}, "server": {"ping_interval": 1, "ping_timeout": 5}}
@@ -172,15 +166,19 @@ async def test_an_idle_connection_keeps_no_handshake_state_and_no_ping_task() ->
             # what plugins and python-socketio's Admin UI read is still there
             assert environ["HTTP_USER_AGENT"] == "conn-memory-test"
             assert "app=1" in environ["QUERY_STRING"] and environ["REMOTE_ADDR"]
-            # pings go out, from no task per socket, and the client stays
-            seen: set[float] = set()
+            # pings go out, from no task per socket, and the client stays. Counted by
+            # the client's PONGs: last_ping is set only from a PING until its PONG
+            # (AsyncSocket.schedule_ping clears it), too short a window to poll for.
+            pongs: list[object] = []
+            receive = socket.receive
 
-            def pinged_twice() -> bool:
-                if socket.last_ping:
-                    seen.add(socket.last_ping)
-                return len(seen) >= 2
+            async def counting_receive(pkt: Any) -> Any:
+                if pkt.packet_type == eio_packet.PONG:
+                    pongs.append(pkt)
+                return await receive(pkt)
 
-            await _poll(pinged_twice, "no two PINGs within 10 s at ping_interval 1")
+            socket.receive = counting_receive
+            await eventually(lambda: len(pongs) >= 2)  # at ping_interval 1
             running = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]
             assert not [name for name in running if "_send_ping" in name], running
             assert client.connected and socket in sio.eio.sockets.values()
