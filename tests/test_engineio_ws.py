@@ -21,6 +21,7 @@ from engineio.async_drivers import asgi
 
 from sanic_rt.engineio_ws import LeanWebSocket
 from sanic_rt.testing import config_from_dict, running_app, token
+from tests.support.clients import ws_url
 
 SECRET = "e" * 32
 #: sha256 prefixes of the upstream code sanic_rt/engineio_ws.py relies on
@@ -51,10 +52,6 @@ UPSTREAM = {
 def test_upstream_code_is_what_the_override_was_written_against(name: str) -> None:
     function, fingerprint = UPSTREAM[name]
     assert hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] == fingerprint
-
-
-def ws_url(url: str, sid_token: str) -> str:
-    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
 
 
 class TaskCounter:
@@ -120,7 +117,7 @@ async def test_an_undecodable_packet_closes_the_connection_without_a_traceback(c
     caplog.set_level(logging.INFO)
     config = config_from_dict({"auth": {"secret": SECRET}})
     async with running_app(config) as (_, url):
-        async with websockets.connect(ws_url(url, "")) as ws:
+        async with websockets.connect(ws_url(url)) as ws:
             opened = await asyncio.wait_for(ws.recv(), 5)
             assert opened.startswith("0{")
             await ws.send("x-not-an-engine-io-packet")
@@ -135,7 +132,7 @@ async def test_a_silent_client_is_dropped_after_ping_interval_and_timeout() -> N
         {"auth": {"secret": SECRET}, "server": {"ping_interval": 1, "ping_timeout": 1}}
     )
     async with running_app(config) as (_, url):
-        async with websockets.connect(ws_url(url, "")) as ws:
+        async with websockets.connect(ws_url(url)) as ws:
             await asyncio.wait_for(ws.recv(), 5)  # the OPEN packet; then never a PONG
             with pytest.raises(websockets.ConnectionClosed):
                 while True:

@@ -21,26 +21,16 @@ import signal
 from typing import Any
 
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import base_config
-from tests.support.clients import eventually, http, make_token
+from tests.support.clients import eventually, http, make_token, ws_url
+from tests.support.metrics import scrape, value
 
 CLIENTS = 5
 
 
-def ws_url(url: str) -> str:
-    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-
-
 async def metric(url: str, name: str, **labels: str) -> float:
-    status, body = await http("GET", f"{url}/metrics")
-    assert status == 200, body
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    return value(await scrape(url), name, **labels) or 0.0
 
 
 async def stats(url: str) -> dict[str, Any]:

@@ -14,12 +14,8 @@ import pytest
 import websockets
 
 from tests.conftest import base_config
-from tests.support.clients import make_token
+from tests.support.clients import make_token, ws_url
 from tests.support.procs import Proc, server_process
-
-
-def ws_url(url: str) -> str:
-    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
 
 
 async def recv_packet(ws: websockets.ClientConnection) -> str:

@@ -13,11 +13,7 @@ import time
 import websockets
 
 from tests.conftest import base_config
-from tests.support.clients import http, make_token
-
-
-def ws_url(url: str) -> str:
-    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+from tests.support.clients import http, make_token, ws_url
 
 
 async def test_a_session_closed_by_the_server_ends_its_websocket_though_the_client_keeps_talking(

@@ -22,6 +22,11 @@ def make_token(user_id: str | None, ttl: float = 600, secret: str = SECRET, **cl
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+def ws_url(url: str) -> str:
+    """The raw Engine.IO 4 websocket URL of the server at ``url`` (``http://host:port``)."""
+    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
     """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
