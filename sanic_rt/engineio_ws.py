@@ -14,7 +14,7 @@ What python-engineio offers to hook into is its async driver table
 (``AsyncServer._async['websocket']``, the ASGI ``WebSocket`` class from
 ``engineio/async_drivers/asgi.py``), which is handed the socket's bound
 ``_websocket_handler``: :class:`LeanWebSocket` runs :func:`serve_websocket` on
-that socket instead. tests/test_engineio_ws.py fails if either upstream piece
+that socket instead. tests/test_upstream_overrides.py fails if either upstream piece
 changes. docs/upstream/python-engineio-websocket-loop.patch is the same change
 made in python-engineio itself.
 

@@ -193,7 +193,7 @@ class GatewayServer(socketio.AsyncServer):
         # Connection state recovery: python-socketio's _handle_connect answers a
         # CONNECT with ``{"sid": sid}`` through this method; an opted-in connection's
         # answer also carries its ``pid``, and a restored one's missed events follow
-        # it, before anything new (tests/test_stream_bus.py checks the upstream code).
+        # it, before anything new (tests/test_upstream_overrides.py checks the upstream code).
         recovery = self.recovery
         sid = pkt.data.get("sid") if isinstance(pkt.data, dict) else None
         pid = None

@@ -3,9 +3,9 @@
 The lean queue and event (sanic_rt/lean_asyncio.py), the node-wide ping timer
 and the trimmed handshake state (sanic_rt/engineio_ws.py, sanic_rt/server.py,
 sanic_rt/sio_server.py) rely on code in asyncio, python-engineio, uvicorn and
-websockets. The fingerprint tests fail when that code changes: then re-read
-it, port the change, and update the fingerprints. The asyncio ones are checked
-by behaviour instead (the code differs between Python versions).
+websockets. tests/test_upstream_overrides.py fails when the python-engineio,
+uvicorn or websockets code changes; asyncio's is checked here, by behaviour
+(its code differs between Python versions).
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import hashlib
-import inspect
 from typing import Any
 
 import pytest
 import socketio
-from engineio import async_server, async_socket, base_socket
 from engineio import packet as eio_packet
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
-from websockets.server import ServerProtocol
 
 from sanic_rt.engineio_ws import HANDSHAKE_ONLY
 from sanic_rt.lean_asyncio import BACKLOG_TO_DEQUE, LeanEvent, LeanQueue, SmallDeque
@@ -32,37 +27,6 @@ from sanic_rt.testing import config_from_dict, running_app, token
 from tests.support.clients import eventually
 
 SECRET = "m" * 32
-#: sha256 prefixes of the upstream code relied on (python-engineio 4.15.1,
-#: uvicorn 0.54.0, websockets 17.4)
-UPSTREAM = {
-    # PingTimer replaces the task _send_ping runs in, started by schedule_ping
-    "AsyncSocket.schedule_ping": (async_socket.AsyncSocket.schedule_ping, "fe316639159cd70d"),
-    "AsyncSocket._send_ping": (async_socket.AsyncSocket._send_ping, "67db82a704ea49d0"),
-    "AsyncSocket.send": (async_socket.AsyncSocket.send, "0437276ccba7ab09"),
-    "AsyncServer.start_background_task": (
-        async_server.AsyncServer.start_background_task,
-        "c873562535a68297",
-    ),
-    # the socket's queue comes from create_queue
-    "BaseSocket.__init__": (base_socket.BaseSocket.__init__, "8532b631a4dc815f"),
-    "AsyncServer.create_queue": (async_server.AsyncServer.create_queue, "5ff5673a0c017681"),
-    # uvicorn builds queue and writable here, the scope's headers in handle_connect,
-    # and reads request/response only in the handshake
-    "WebSocketsSansIOProtocol.__init__": (WebSocketsSansIOProtocol.__init__, "631dcd744eab875f"),
-    "WebSocketsSansIOProtocol.handle_connect": (
-        WebSocketsSansIOProtocol.handle_connect,
-        "fc648c2161ff8e13",
-    ),
-    "WebSocketsSansIOProtocol.send": (WebSocketsSansIOProtocol.send, "d4919ed760ce9f7b"),
-    # the parser generator keeps the handshake Request in a local
-    "ServerProtocol.parse": (ServerProtocol.parse, "8c4d10340de4d32f"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(UPSTREAM))
-def test_upstream_code_is_what_the_overrides_were_written_against(name: str) -> None:
-    function, fingerprint = UPSTREAM[name]
-    assert hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] == fingerprint
 
 
 def test_asyncio_keeps_its_waiters_and_items_where_the_lean_kinds_replace_them() -> None:

@@ -1,57 +1,23 @@
 """The websocket transport without python-engineio's per-packet task (sanic_rt/engineio_ws.py).
 
-The first test fails when python-engineio or python-socketio change the code
-our override replaces or hooks into: then re-read it, port the change to
-sanic_rt/engineio_ws.py (and docs/upstream/), and update the fingerprints.
+The upstream code it replaces or hooks into is checked in tests/test_upstream_overrides.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 import logging
 from typing import Any
 
 import pytest
 import socketio
 import websockets
-from engineio import async_socket
-from engineio.async_drivers import asgi
 
 from sanic_rt.engineio_ws import LeanWebSocket
 from sanic_rt.testing import config_from_dict, running_app, token
 from tests.support.clients import ws_url
 
 SECRET = "e" * 32
-#: sha256 prefixes of the upstream code sanic_rt/engineio_ws.py relies on
-#: (python-engineio 4.15.1, python-socketio 5.18.1)
-UPSTREAM = {
-    # replaced: the per-packet reader and writer
-    "AsyncSocket._websocket_handler": (
-        async_socket.AsyncSocket._websocket_handler,
-        "27f120df4d717a24",
-    ),
-    "AsyncSocket.poll": (async_socket.AsyncSocket.poll, "826f58a9f3606db2"),
-    # hooked into: the driver is built with the socket's bound _websocket_handler
-    "AsyncSocket._upgrade_websocket": (
-        async_socket.AsyncSocket._upgrade_websocket,
-        "820b83efe96adb98",
-    ),
-    "WebSocket.__call__": (asgi.WebSocket.__call__, "abbf7a49b2256d37"),
-    "WebSocket.wait": (asgi.WebSocket.wait, "0346a1c9ebdafdff"),
-    "WebSocket.send": (asgi.WebSocket.send, "0af97629973f3c51"),
-    "AsyncServer._engineio_server_class": (
-        socketio.AsyncServer._engineio_server_class,
-        "199c42bf149247e0",
-    ),
-}
-
-
-@pytest.mark.parametrize("name", sorted(UPSTREAM))
-def test_upstream_code_is_what_the_override_was_written_against(name: str) -> None:
-    function, fingerprint = UPSTREAM[name]
-    assert hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] == fingerprint
 
 
 class TaskCounter:

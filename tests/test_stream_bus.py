@@ -1,16 +1,15 @@
-"""The redis-streams cluster bus: Redis outages, config rules, and the upstream code we replace."""
+"""The redis-streams cluster bus: Redis outages and config rules.
+
+The python-socketio code it replaces is checked in tests/test_upstream_overrides.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
-import re
 import time
 
 import redis
-import socketio
-from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from sanic_rt.recovery import MemoryEventLog, Session
 from tests.support.clients import eventually, http, make_token
@@ -129,30 +128,6 @@ def test_recovery_needs_a_bus_that_keeps_events(tmp_path, redis_proc):
     ):
         result = check_config(tmp_path, config)
         assert result.returncode == 2 and key in result.stderr, result.stderr
-
-
-def _squeezed(function) -> str:
-    return re.sub(r"\s+", "", inspect.getsource(function))
-
-
-def test_upstream_code_we_replace_is_unchanged():
-    # GatewayServer._send_packet adds the pid to the CONNECT answer sent here.
-    connect = _squeezed(socketio.AsyncServer._handle_connect)
-    assert "self._send_packet(eio_sid,self.packet_class(packet.CONNECT,{'sid':sid}" in connect
-    # StreamManager.emit builds the message AsyncPubSubManager.emit builds, but
-    # publishes before it delivers locally.
-    emit = _squeezed(AsyncPubSubManager.emit)
-    message = (
-        "message={'method':'emit','event':event,'data':data,'binary':binary,"
-        "'namespace':namespace,'room':room,'skip_sid':skip_sid,'callback':callback,"
-        "'host_id':self.host_id}"
-    )
-    assert message in emit
-    assert "awaitself._handle_emit(message)#handleinthishostawaitself._publish(message)" in emit
-    # Recovery.deliver is AsyncManager.emit with one more argument for opted-in sids.
-    local = _squeezed(socketio.AsyncManager.emit)
-    assert "forsid,eio_sidinself.get_participants(namespace,room):" in local
-    assert "self.server._send_eio_packet(eio_sid,p)" in local
 
 
 async def test_memory_log_is_bounded_and_says_when_it_lost_events():

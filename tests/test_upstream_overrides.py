@@ -1,19 +1,26 @@
 """The upstream code our overrides of private internals rely on, checked against the installed one.
 
-sanic-rt extends private methods of python-socketio (sanic_rt/sio_server.py:
-GatewayServer, GatewayPacket), subclasses uvicorn's websocket protocol
-(sanic_rt/server.py: WebSocketProtocol), reads a Sanic blueprint's pending
-routes (sanic_rt/plugin_manager.py) and adds into a prometheus-client
-histogram's private values (sanic_rt/metrics.py: PendingHistogram).
-Behaviour tests elsewhere show the overrides work today; these fail when a new
-upstream release changes what they rely on. Where it can, a check looks at the
-behaviour relied on (the attribute exists and holds what we expect after a
-real handshake); otherwise it looks for the upstream lines relied on,
-whitespace removed. Each failure
-names the upstream file and function and what to re-verify; after re-verifying
-(and porting the change to the override), update the check.
+The one place for these checks. sanic-rt extends private methods of
+python-socketio (sanic_rt/sio_server.py: GatewayServer, GatewayPacket;
+sanic_rt/stream_manager.py and sanic_rt/recovery.py: the managers), replaces
+python-engineio's websocket loop and ping task and its socket queue
+(sanic_rt/engineio_ws.py), subclasses uvicorn's websocket protocol
+(sanic_rt/server.py: WebSocketProtocol, with sanic_rt/lean_asyncio.py's queue
+and event), reads a Sanic blueprint's pending routes
+(sanic_rt/plugin_manager.py) and adds into a prometheus-client histogram's
+private values (sanic_rt/metrics.py: PendingHistogram). Behaviour tests
+elsewhere show the overrides work today; these fail when a new upstream release
+changes what they rely on. Three kinds of check, the first that fits:
 
-python-engineio's websocket transport is checked in tests/test_engineio_ws.py.
+- behaviour: the attribute exists and holds what we expect after a real handshake;
+- lines: the upstream lines relied on are there, whitespace removed (code we hook into);
+- fingerprints: a hash of the whole upstream function (code we replace outright,
+  where any change may need porting).
+
+Each failure names the upstream file and function and what to re-verify; after
+re-verifying (and porting the change to the override, and to docs/upstream/),
+update the check. asyncio's queue and event (sanic_rt/lean_asyncio.py) differ
+between Python versions and are checked by behaviour in tests/test_conn_memory.py.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import re
 import time
@@ -30,13 +38,16 @@ from typing import Any
 import pytest
 import socketio
 import uvicorn
-from engineio import async_socket
+from engineio import async_server, async_socket, base_socket
+from engineio.async_drivers import asgi as eio_asgi
 from prometheus_client import CollectorRegistry, Histogram
 from sanic import Blueprint
 from sanic.response import text
 from socketio import packet
+from socketio.async_pubsub_manager import AsyncPubSubManager
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from sanic_rt.app import create_app
 from sanic_rt.metrics import PendingHistogram
@@ -149,6 +160,28 @@ SOCKETIO_LINES: dict[str, tuple[Callable[..., Any], str, tuple[str, ...], str]] 
         "GatewayPacket.decode turns a ValueError/RecursionError from the payload into "
         "MalformedPacket naming type, namespace and ack id",
     ),
+    "AsyncPubSubManager.emit builds the message, delivers locally, then publishes": (
+        AsyncPubSubManager.emit,
+        "python-socketio socketio/async_pubsub_manager.py AsyncPubSubManager.emit",
+        (
+            "message={'method':'emit','event':event,'data':data,'binary':binary,"
+            "'namespace':namespace,'room':room,'skip_sid':skip_sid,'callback':callback,"
+            "'host_id':self.host_id}",
+            "awaitself._handle_emit(message)#handleinthishostawaitself._publish(message)",
+        ),
+        "StreamManager.emit (sanic_rt/stream_manager.py) builds the same message but "
+        "publishes before it delivers locally",
+    ),
+    "AsyncManager.emit sends to every participant's eio sid": (
+        socketio.AsyncManager.emit,
+        "python-socketio socketio/async_manager.py AsyncManager.emit",
+        (
+            "forsid,eio_sidinself.get_participants(namespace,room):",
+            "self.server._send_eio_packet(eio_sid,p)",
+        ),
+        "Recovery.deliver (sanic_rt/recovery.py) is this emit with one more argument "
+        "for opted-in sids",
+    ),
 }
 
 
@@ -158,6 +191,117 @@ def test_the_socketio_lines_our_overrides_rely_on_are_there(relied_on: str) -> N
     source = squeezed(function)
     missing = [line for line in lines if line not in source]
     assert not missing, f"{where} changed ({relied_on}): {missing} not found. Re-verify: {reverify}"
+
+
+# --- fingerprints: upstream code replaced outright -------------------------------------
+
+#: (upstream function, sha256 prefix of its source, the override to re-verify); taken from
+#: python-engineio 4.15.1, python-socketio 5.18.1, uvicorn 0.54.0, websockets 17.4
+FINGERPRINTS: dict[str, tuple[Callable[..., Any], str, str]] = {
+    # python-engineio's per-packet reader and writer, replaced by sanic_rt/engineio_ws.py
+    # (and docs/upstream/python-engineio-websocket-loop.patch)
+    "AsyncSocket._websocket_handler": (
+        async_socket.AsyncSocket._websocket_handler,
+        "27f120df4d717a24",
+        "serve_websocket (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncSocket.poll": (
+        async_socket.AsyncSocket.poll,
+        "826f58a9f3606db2",
+        "_write_loop (sanic_rt/engineio_ws.py)",
+    ),
+    # hooked into: the driver is built with the socket's bound _websocket_handler
+    "AsyncSocket._upgrade_websocket": (
+        async_socket.AsyncSocket._upgrade_websocket,
+        "820b83efe96adb98",
+        "LeanWebSocket (sanic_rt/engineio_ws.py)",
+    ),
+    "WebSocket.__call__": (
+        eio_asgi.WebSocket.__call__,
+        "abbf7a49b2256d37",
+        "LeanWebSocket.__call__ (sanic_rt/engineio_ws.py)",
+    ),
+    "WebSocket.wait": (
+        eio_asgi.WebSocket.wait,
+        "0346a1c9ebdafdff",
+        "serve_websocket (sanic_rt/engineio_ws.py)",
+    ),
+    "WebSocket.send": (
+        eio_asgi.WebSocket.send,
+        "0af97629973f3c51",
+        "serve_websocket (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncServer._engineio_server_class": (
+        socketio.AsyncServer._engineio_server_class,
+        "199c42bf149247e0",
+        "GatewayEngineIOServer (sanic_rt/engineio_ws.py)",
+    ),
+    # PingTimer replaces the task _send_ping runs in, started by schedule_ping
+    "AsyncSocket.schedule_ping": (
+        async_socket.AsyncSocket.schedule_ping,
+        "fe316639159cd70d",
+        "PingTimer (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncSocket._send_ping": (
+        async_socket.AsyncSocket._send_ping,
+        "67db82a704ea49d0",
+        "PingTimer._fire (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncSocket.send": (
+        async_socket.AsyncSocket.send,
+        "0437276ccba7ab09",
+        "PingTimer._fire (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncServer.start_background_task": (
+        async_server.AsyncServer.start_background_task,
+        "c873562535a68297",
+        "GatewayEngineIOServer.start_background_task (sanic_rt/engineio_ws.py)",
+    ),
+    # the socket's queue comes from create_queue
+    "BaseSocket.__init__": (
+        base_socket.BaseSocket.__init__,
+        "8532b631a4dc815f",
+        "GatewayEngineIOServer.create_queue (sanic_rt/engineio_ws.py)",
+    ),
+    "AsyncServer.create_queue": (
+        async_server.AsyncServer.create_queue,
+        "5ff5673a0c017681",
+        "GatewayEngineIOServer.create_queue (sanic_rt/engineio_ws.py)",
+    ),
+    # uvicorn builds queue and writable here, the scope's headers in handle_connect,
+    # and reads request/response only in the handshake
+    "WebSocketsSansIOProtocol.__init__": (
+        WebSocketsSansIOProtocol.__init__,
+        "631dcd744eab875f",
+        "WebSocketProtocol.__init__ (sanic_rt/server.py)",
+    ),
+    "WebSocketsSansIOProtocol.handle_connect": (
+        WebSocketsSansIOProtocol.handle_connect,
+        "fc648c2161ff8e13",
+        "drop_scope_headers (sanic_rt/sio_server.py), WebSocketProtocol (sanic_rt/server.py)",
+    ),
+    "WebSocketsSansIOProtocol.send": (
+        WebSocketsSansIOProtocol.send,
+        "d4919ed760ce9f7b",
+        "WebSocketProtocol.send (sanic_rt/server.py)",
+    ),
+    # the parser generator keeps the handshake Request in a local
+    "ServerProtocol.parse": (
+        ServerProtocol.parse,
+        "8c4d10340de4d32f",
+        "WebSocketProtocol.send's drop_handshake_headers (sanic_rt/server.py)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINGERPRINTS))
+def test_the_upstream_code_our_overrides_replace_is_unchanged(name: str) -> None:
+    function, fingerprint, override = FINGERPRINTS[name]
+    found = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+    assert found == fingerprint, (
+        f"{function.__module__}.{function.__qualname__} changed (sha256 {found}): re-read it, "
+        f"port the change to {override}, then update FINGERPRINTS"
+    )
 
 
 #: The private methods GatewayServer overrides: upstream calls them with these parameters.
