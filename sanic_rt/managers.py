@@ -30,6 +30,12 @@ from .tasks import cancel_task
 PUBLISH_ATTEMPTS = 2
 
 
+def bus_unavailable(reason: str) -> BackendUnavailable:
+    """The one way a cluster-bus publish fails: counted, then answered ``unavailable``."""
+    metrics.cluster_emit_error()
+    return BackendUnavailable(reason)
+
+
 class PublishBeforeDelivering:
     """Mixin for an ``AsyncPubSubManager`` subclass whose ``_publish`` raises on failure.
 
@@ -76,8 +82,7 @@ class RaisingRedisPublish(socketio.AsyncRedisManager):
             except Exception as err:
                 self.connected = False
                 if attempt == PUBLISH_ATTEMPTS:
-                    metrics.cluster_emit_error()
-                    raise BackendUnavailable(
+                    raise bus_unavailable(
                         f"cluster bus publish failed: {type(err).__name__}"
                     ) from None
         return None

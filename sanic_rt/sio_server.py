@@ -53,10 +53,10 @@ import socketio
 from socketio import packet
 
 from . import metrics
-from .backend import BackendUnavailable
 from .engineio_ws import GatewayEngineIOServer
 from .envelope import error
 from .logs import OncePerInterval
+from .managers import bus_unavailable
 from .namespace import handler_name
 from .recovery import Recovery
 
@@ -212,8 +212,7 @@ class GatewayServer(socketio.AsyncServer):
             async with asyncio.timeout(self.emit_timeout):
                 return await super().emit(*args, **kwargs)
         except TimeoutError:
-            metrics.cluster_emit_error()
-            raise BackendUnavailable("the cluster message bus did not answer") from None
+            raise bus_unavailable("the cluster message bus did not answer") from None
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str | None = None) -> None:
         # Extends socketio/async_server.py AsyncServer._handle_eio_disconnect (private);

@@ -28,8 +28,7 @@ from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import Packet
 
-from . import metrics
-from .backend import BackendUnavailable
+from .managers import bus_unavailable
 from .recovery import (
     DEFAULT_LIMITS,
     Recovery,
@@ -200,8 +199,7 @@ class StreamManager(AsyncPubSubManager):
                 self.stream, {"m": self.json.dumps(data)}, maxlen=self.maxlen, approximate=True
             )
         except (RedisError, OSError) as err:
-            metrics.cluster_emit_error()
-            raise BackendUnavailable(f"the cluster bus is unavailable ({err})") from None
+            raise bus_unavailable(f"the cluster bus is unavailable ({err})") from None
         return _text(entry_id)
 
     # --- local delivery ------------------------------------------------------------

@@ -27,9 +27,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import metrics
 from .backend import BackendUnavailable
 from .gateway import PRESENCE_ROOM_PREFIX
+from .managers import bus_unavailable
 from .stream_manager import StreamManager
 from .tasks import cancel_task
 
@@ -86,8 +86,7 @@ class TargetedStreamManager(StreamManager):
                 )
             ids = await pipe.execute()
         except (RedisError, OSError) as err:
-            metrics.cluster_emit_error()
-            raise BackendUnavailable(f"the cluster bus is unavailable ({err})") from None
+            raise bus_unavailable(f"the cluster bus is unavailable ({err})") from None
         return str(ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1])
 
     async def _targets(self, data: dict[str, Any]) -> set[str]:
