@@ -244,6 +244,40 @@ async def _close_session(sio: socketio.AsyncServer, eio_sid: str) -> None:
     await (close(eio_sid) if close is not None else sio.eio.disconnect(eio_sid))
 
 
+#: handshake headers (lower case, as the Admin UI shows them) that carry a credential
+SECRET_HEADERS = ("authorization", "cookie")
+#: query parameters that carry a credential (``[auth] allow_query_token``)
+SECRET_QUERY = ("token",)
+REDACTED = "[redacted]"
+
+
+def _redact_handshakes(admin: Any) -> None:
+    """Keep users' tokens out of what the Admin UI is sent about their connections.
+
+    python-socketio's ``AsyncAdmin.serialize_socket`` (socketio/async_admin.py)
+    sends each connection's handshake: every ``HTTP_*`` key of its environ and
+    its parsed query string, i.e. a user's ``Authorization: Bearer`` JWT,
+    cookies and ``?token=``, to whoever reads the UI. Every caller goes through
+    ``self.serialize_socket``, so the instance attribute wraps them all;
+    tests/test_admin_handshake.py fails if a token reaches the UI.
+    """
+    serialize = admin.serialize_socket
+
+    def serialize_socket(*args: Any, **kwargs: Any) -> Any:
+        socket = serialize(*args, **kwargs)
+        handshake = socket.get("handshake") if isinstance(socket, dict) else None
+        if isinstance(handshake, dict):
+            for field, names in (("headers", SECRET_HEADERS), ("query", SECRET_QUERY)):
+                values = handshake.get(field)
+                if isinstance(values, dict):
+                    for name in list(values):
+                        if name.lower() in names:
+                            values[name] = REDACTED
+        return socket
+
+    admin.serialize_socket = serialize_socket
+
+
 def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> None:
     username = config.admin.username.encode()
     password = admin_password(config).encode()
@@ -262,12 +296,13 @@ def _install_admin(app: Sanic[Any, Any], config: Config, gateway: Gateway) -> No
             return False
         return True
 
-    gateway.sio.instrument(
+    admin = gateway.sio.instrument(
         auth=check,
         mode="production" if config.production else "development",
         read_only=config.admin.read_only,
         namespace=ADMIN_NAMESPACE,
     )
+    _redact_handshakes(admin)
     _close_after_failed_logins(gateway.sio, ADMIN_NAMESPACE)
     ui = STATIC_DIR / "admin-ui"
     app.static(ADMIN_UI_PATH, ui / "index.html", name="sanic_rt_admin_ui_index")

@@ -35,7 +35,9 @@ constructor raise inside python-engineio's message handler, and an EVENT whose
 payload is not a list starting with a string made python-socketio's event
 handler raise: a logged traceback and no answer, so the client's call waited
 for its own timeout. Such an EVENT with an ack id is answered ``bad_request``;
-anything else is dropped with one log line (flood-limited).
+anything else is dropped with one log line (flood-limited). So is an EVENT
+named ``connect`` or ``disconnect``: python-socketio passes a client's event
+name to the same ``_trigger_event`` that runs real connects and disconnects.
 
 tests/test_upstream_overrides.py fails when the python-socketio code these
 overrides rely on changes.
@@ -62,6 +64,8 @@ from .recovery import Recovery
 
 log = logging.getLogger("sanic_rt.server")
 _BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+#: events python-socketio raises itself (AsyncServer._trigger_event); never a client's
+SERVER_EVENTS = frozenset({"connect", "disconnect"})
 #: client-caused, so flood-limited: one line per message per interval
 packet_log = logging.getLogger("sanic_rt.server.packets")
 packet_log.addFilter(OncePerInterval())
@@ -135,6 +139,15 @@ class GatewayServer(socketio.AsyncServer):
             reason = "an EVENT's payload must be a list starting with the event name"
             bad = MalformedPacket(reason, packet.EVENT, namespace, id)
             await self._answer_malformed(eio_sid, bad)
+            return None
+        if data[0] in SERVER_EVENTS:
+            # _handle_event_internal hands data[0] to the _trigger_event that runs
+            # real connects and disconnects: a client's '42/chats,["disconnect"]'
+            # dropped its own state and count while staying connected.
+            reason = f"event name {data[0]!r} is reserved"
+            await self._answer_malformed(
+                eio_sid, MalformedPacket(reason, packet.EVENT, namespace, id)
+            )
             return None
         return await super()._handle_event(eio_sid, namespace, id, data)
 
