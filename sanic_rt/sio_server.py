@@ -64,6 +64,10 @@ from .recovery import Recovery
 
 log = logging.getLogger("sanic_rt.server")
 _BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+#: what a client may send besides binary packets (CONNECT_ERROR is the server's)
+_CLIENT_TYPES = frozenset(
+    str(t) for t in (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
+)
 #: events python-socketio raises itself (AsyncServer._trigger_event); never a client's
 SERVER_EVENTS = frozenset({"connect", "disconnect"})
 #: client-caused, so flood-limited: one line per message per interval
@@ -125,6 +129,9 @@ class GatewayServer(socketio.AsyncServer):
             if eio_sid in self.eio.sockets:  # frames already in flight find it gone
                 log.warning("closed Engine.IO session: binary packets are not accepted")
                 await self.close_session(eio_sid)
+            return None
+        if data[:1] not in _CLIENT_TYPES:  # upstream raises 'Unknown packet type.'
+            packet_log.warning("unknown Socket.IO packet type from a client: %r", data[:1])
             return None
         try:
             return await super()._handle_eio_message(eio_sid, data)

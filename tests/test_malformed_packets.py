@@ -80,6 +80,8 @@ async def test_a_malformed_event_without_an_ack_id_is_dropped_quietly(server) ->
         assert (await recv_packet(ws)).startswith("40/chats,")
         for payload in ("{]", "[123]", "{}", "[]"):
             await ws.send(f"42/chats,{payload}")
+        for unknown_type in ("4", "7", "8", "9", "x"):  # CONNECT_ERROR is the server's
+            await ws.send(f"4{unknown_type}/chats,[]")
         await ws.send('42/chats,9["ping",{}]')
         [pong] = ack_of(await recv_packet(ws), 9)  # type: ignore[misc]
         assert pong["ok"] is True, pong  # nothing else was answered before it
