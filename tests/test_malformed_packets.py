@@ -6,7 +6,6 @@ Socket.IO 5 by hand: python-socketio's own client cannot send these.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 
@@ -14,19 +13,8 @@ import pytest
 import websockets
 
 from tests.conftest import base_config
-from tests.support.clients import make_token, ws_url
+from tests.support.clients import make_token, recv_packet, ws_url
 from tests.support.procs import Proc, server_process
-
-
-async def recv_packet(ws: websockets.ClientConnection) -> str:
-    """The next Socket.IO packet, answering Engine.IO PINGs on the way."""
-    while True:
-        frame = await asyncio.wait_for(ws.recv(), 5)
-        assert isinstance(frame, str)
-        if frame == "2":
-            await ws.send("3")
-            continue
-        return frame
 
 
 def ack_of(frame: str, ack_id: int) -> object:

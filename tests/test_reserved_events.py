@@ -16,31 +16,15 @@ Socket.IO 5 by hand (python-socketio's client refuses to emit these names).
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 import websockets
 
 from tests.conftest import base_config
-from tests.support.clients import http, make_token
+from tests.support.clients import http, make_token, recv_packet, ws_url
 
 API_KEY = "k" * 32
-
-
-def ws_url(url: str) -> str:
-    return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-
-
-async def recv_packet(ws: websockets.ClientConnection) -> str:
-    """The next Socket.IO packet, answering Engine.IO PINGs on the way."""
-    while True:
-        frame = await asyncio.wait_for(ws.recv(), 5)
-        assert isinstance(frame, str)
-        if frame == "2":
-            await ws.send("3")
-            continue
-        return frame
 
 
 async def connect_chats(url: str, token: str) -> websockets.ClientConnection:

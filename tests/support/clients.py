@@ -27,6 +27,17 @@ def ws_url(url: str) -> str:
     return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
 
 
+async def recv_packet(ws: Any) -> str:
+    """The next Socket.IO packet on a raw websocket, answering Engine.IO PINGs on the way."""
+    while True:
+        frame = await asyncio.wait_for(ws.recv(), 5)
+        assert isinstance(frame, str)
+        if frame == "2":
+            await ws.send("3")
+            continue
+        return frame
+
+
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
     """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
