@@ -411,17 +411,11 @@ def main() -> int:
     results["date"] = stamp
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["fd_limit"] = fd_limit
-    results["soak"] = report.latest_soak(
-        [out_dir, BENCH_DIR / "results"]
-        + ([] if scale == 1 else [BENCH_DIR / "results" / "scaled"])
-    )
-    results["ratios"] = report.ratios(results)
+    soak_dirs = [out_dir, BENCH_DIR / "results"]
+    if scale != 1:
+        soak_dirs.append(BENCH_DIR / "results" / "scaled")
     json_path = out_dir / f"{stamp}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    md_path = out_dir / f"{stamp}.md"
-    png_path = out_dir / f"{stamp}.png"
-    report.chart(results, png_path)
-    md_path.write_text(report.markdown(results, png_path.name))
+    md_path, png_path = report.write(results, json_path, soak_dirs)
     if results["errors"]:
         print(f"bench: sections failed: {results['errors']}; logs kept in {workdir}")
     else:

@@ -831,3 +831,24 @@ def _issue17_panel(ax: Any, rows: list[tuple[str, float]]) -> None:
     ax.axvline(1.0, color="black", linewidth=1.5)
     ax.set_xlabel("issue 17: measured against target (1 = the target; right of it is met)")
     ax.set_title("Targets (issue 17)", fontsize=10)
+
+
+def write(results: dict[str, Any], json_path: Path, soak_dirs: list[Path]) -> tuple[Path, Path]:
+    """Write a run's JSON, markdown and PNG side by side, with the newest soak's rows."""
+    results["soak"] = latest_soak(soak_dirs)
+    results["ratios"] = ratios(results)
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path, png_path = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    chart(results, png_path)
+    md_path.write_text(markdown(results, png_path.name))
+    return md_path, png_path
+
+
+if __name__ == "__main__":
+    # Render a run again, e.g. once `make soak` has written the soak rows it reads:
+    #   python -m bench.report bench/results/<date>.json
+    import sys
+
+    path = Path(sys.argv[1])
+    write(json.loads(path.read_text()), path, [path.parent])
+    print(f"rendered {path.with_suffix('.md')}, {path.with_suffix('.png')}")
