@@ -188,9 +188,16 @@ class GatewayServer(socketio.AsyncServer):
 
     async def close_session(self, eio_sid: str) -> None:
         """Close an Engine.IO session and its transport now."""
-        socket = self.eio.sockets.get(eio_sid)
-        await self.eio.disconnect(eio_sid)
-        if socket is not None and socket.upgraded:
+        socket = self.eio.sockets.pop(eio_sid, None)
+        if socket is None:
+            return
+        # Not eio.disconnect(): it closes with wait=True, i.e. waits for the queue
+        # to drain, which a gone polling client never does: the task hung until the
+        # collector destroyed it ("Task was destroyed but it is pending!", one ERROR
+        # line per such session under churn). Upstream's own ping-timeout close does
+        # not wait either (engineio/async_socket.py, check_ping_timeout).
+        await socket.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
+        if socket.upgraded:
             # The websocket's writer task ends on None and then closes the
             # websocket itself (engineio/async_socket.py, _websocket_handler).
             socket.queue.put_nowait(None)

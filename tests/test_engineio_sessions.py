@@ -8,13 +8,16 @@ websocket speaking Engine.IO 4 / Socket.IO 5 by hand.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from sanic_rt.testing import config_from_dict, running_app
 from tests.conftest import base_config
 from tests.support.clients import http, make_token
 
@@ -139,3 +142,33 @@ async def test_sessions_without_a_namespace_connection_are_closed(start_server, 
     assert member.sio.connected
     assert (await member.call("ping", {}))["ok"]
     assert "Traceback" not in server.log()
+
+
+async def test_a_session_closed_for_its_timeout_leaves_no_task_waiting() -> None:
+    """A polling client that opened a session and never came back: closed, nothing hangs.
+
+    Closing through python-engineio's ``disconnect`` waited for the session's queue to
+    drain, which only the gone client's next GET would do: the closing task hung until
+    the collector destroyed it and logged an ERROR, once per such session.
+    """
+    config = config_from_dict(base_config(server={"connect_timeout": 0.3}))
+    async with running_app(config) as (app, url):
+        sio = app.ctx.gateway.sio
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/socket.io/?EIO=4&transport=polling") as resp:
+                assert resp.status == 200
+                opened = json.loads((await resp.text())[1:])  # "0{...}": Engine.IO OPEN
+        sid = opened["sid"]
+        assert sid in sio.eio.sockets
+
+        def closing_tasks() -> list[asyncio.Task[Any]]:
+            return [
+                t
+                for t in asyncio.all_tasks()
+                if "close_session" in t.get_coro().__qualname__  # type: ignore[union-attr]
+            ]
+
+        deadline = time.monotonic() + 10
+        while sid in sio.eio.sockets or closing_tasks():
+            assert time.monotonic() < deadline, (sid in sio.eio.sockets, closing_tasks())
+            await asyncio.sleep(0.05)
