@@ -12,42 +12,54 @@ R = TypeVar("R")
 
 
 class Coalescer(Generic[T, R]):
-    """Runs ``flush(items)`` for every item submitted while the previous batch was in flight.
+    """Runs ``flush(items)`` for the items submitted while earlier batches were in flight.
 
     Under a storm thousands of callers arrive at once; one round trip each would
-    queue on the connection pool. The first caller starts a batch right away, so
-    a lone call still costs one round trip; the callers that arrive meanwhile go
-    into the next batch (at most ``batch_size`` items). ``flush`` returns one
-    result per item, in order; a result that is an exception is raised to that
-    item's caller only. If ``flush`` raises, every caller of the batch gets it.
+    queue on the connection pool. A caller that finds fewer than ``max_in_flight``
+    batches running starts one right away, so a lone call still costs one round
+    trip; while all of them run, the callers that arrive go into the next batches
+    (at most ``batch_size`` items each), taken as soon as one of them returns.
+    Several batches in flight overlap one batch's round trip with the encoding
+    and decoding of the others, for a process that sleeps waiting on its
+    backend; one (the default) costs the fewest round trips.
+    ``flush`` returns one result per item, in order; a result that is an
+    exception is raised to that item's caller only. If ``flush`` raises, every
+    caller of the batch gets it.
     """
 
     def __init__(
-        self, flush: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], batch_size: int
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
+        batch_size: int,
+        max_in_flight: int = 1,
     ) -> None:
         self.flush = flush
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._in_flight: list[tuple[T, asyncio.Future[R]]] = []
-        self._drain_task: asyncio.Task[None] | None = None
+        #: each running drain task and the batch it has in flight
+        self._drains: dict[asyncio.Task[None], list[tuple[T, asyncio.Future[R]]]] = {}
 
     async def submit(self, item: T) -> R:
         """Add ``item`` to the next batch and wait for its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._drain_task is None:
-            self._drain_task = asyncio.create_task(self._drain())
+        if len(self._drains) < self.max_in_flight:
+            task = asyncio.create_task(self._drain())
+            self._drains[task] = []
         return await future
 
     async def _drain(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         try:
             while self._pending:
                 batch = self._pending[: self.batch_size]
                 self._pending = self._pending[self.batch_size :]
-                self._in_flight = batch
+                self._drains[task] = batch
                 await self._run(batch)
         finally:
-            self._drain_task, self._in_flight = None, []
+            self._drains.pop(task, None)
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
@@ -67,11 +79,17 @@ class Coalescer(Generic[T, R]):
 
     async def close(self, error: Exception) -> None:
         """Stop; callers still waiting get ``error``."""
-        if self._drain_task is not None:
-            self._drain_task.cancel()
+        drains = dict(self._drains)
+        for task in drains:
+            task.cancel()
+        for task in drains:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._drain_task
-        for _, future in self._in_flight + self._pending:
+                await task
+        for batch in drains.values():
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        for _, future in self._pending:
             if not future.done():
                 future.set_exception(error)
-        self._pending, self._in_flight = [], []
+        self._pending = []

@@ -142,6 +142,9 @@ class PresenceConfig(Timings):
 
     backend: str = _opt("memory", "memory, redis, memcached or a plugin's")
     refresh_batch_size: int = _opt(500, "connections per refresh round trip", min=1)
+    batches_in_flight: int = _opt(
+        1, "round trips of coalesced heartbeats (and of connects) at once", min=1, max=64
+    )
     max_subscriptions: int = _opt(1000, "presence subscriptions per connection", min=1)
     max_subscriptions_per_user: int = _opt(
         5000, "presence subscriptions per user, its connections on a node", min=1

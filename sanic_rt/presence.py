@@ -75,15 +75,16 @@ class HeartbeatBatcher:
     """Coalesces concurrent heartbeats into one backend ``touch`` per batch.
 
     Under load thousands of clients ping at once; one round trip each would
-    queue on the connection pool (and time out). Every ping that arrives while a
-    batch is in flight goes into the next one, so a ping is still written
-    within about one round trip, and the backend sees one call per batch.
+    queue on the connection pool (and time out). Every ping that arrives while
+    ``[presence] batches_in_flight`` batches are in flight goes into the next
+    one, so a ping is still written within about one round trip, and the
+    backend sees one call per batch.
     """
 
     def __init__(self, presence: Presence) -> None:
         self.presence = presence
         self._batches: Coalescer[Connection, str] = Coalescer(
-            self._flush, presence.config.refresh_batch_size
+            self._flush, presence.config.refresh_batch_size, presence.config.batches_in_flight
         )
 
     async def beat(self, conn: Connection) -> str:
@@ -151,7 +152,7 @@ class Presence:
         self._heartbeats = HeartbeatBatcher(self)
         # A connect storm: concurrent connects share one backend round trip.
         self._connects: Coalescer[Connection, ConnectResult] = Coalescer(
-            self._connect_batch, config.refresh_batch_size
+            self._connect_batch, config.refresh_batch_size, config.batches_in_flight
         )
         self._background = BackgroundTasks()
 

@@ -53,3 +53,13 @@ def test_wheel_installs_backends_and_plugins_as_subpackages(tmp_path):
     for name in ("dashboard/index.html", "dashboard/socket.io.min.js", "admin-ui/index.html"):
         assert (static / name).is_file(), name
     assert list((static / "admin-ui" / "js").glob("app.*.js"))
+
+
+def test_redis_py_parses_replies_with_hiredis():
+    # Installed through the redis[hiredis] requirement: redis-py's pure-Python reply
+    # parser was ~40% of the server's CPU per Redis heartbeat (docs/performance.md).
+    from redis.asyncio.connection import DefaultParser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    assert DefaultParser.__name__ == "_AsyncHiredisParser"
