@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import base_config
-from tests.support.clients import eventually, http, make_token
+from tests.support.clients import OVERSIZED_HEADER_HANDSHAKE, eventually, http, make_token
 
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"], ["polling", "websocket"]])
@@ -57,14 +57,7 @@ async def test_websocket_handshake_with_an_oversized_header_is_answered(start_se
     # writes the 431 that websockets prepared (docs/development/SERVING_MODE.md).
     server = start_server()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        (
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: Bearer {'a' * 9000}\r\n\r\n"
-        ).encode()
-    )
+    writer.write(OVERSIZED_HEADER_HANDSHAKE)
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), timeout=5)
     assert status_line.startswith(b"HTTP/1.1 431")

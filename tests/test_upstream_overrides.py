@@ -55,7 +55,7 @@ from sanic_rt.plugin_manager import PluginHost
 from sanic_rt.server import WebSocketProtocol, uvicorn_config
 from sanic_rt.sio_server import GatewayPacket, GatewayServer, MalformedPacket
 from sanic_rt.testing import LOOPBACK, config_from_dict, inline_plugin, token
-from tests.support.clients import eventually
+from tests.support.clients import OVERSIZED_HEADER_HANDSHAKE, eventually
 
 SECRET = "u" * 32
 SIO = "python-socketio socketio/async_server.py AsyncServer"
@@ -527,14 +527,7 @@ async def test_uvicorn_still_leaves_a_rejected_handshake_unanswered() -> None:
     ):
         port = int(url.rpartition(":")[2])
         _, writer = await asyncio.open_connection(LOOPBACK, port)
-        writer.write(
-            (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                f"Authorization: Bearer {'a' * 9000}\r\n\r\n"
-            ).encode()
-        )
+        writer.write(OVERSIZED_HEADER_HANDSHAKE)
         await writer.drain()
         try:
             (protocol,) = await eventually(

@@ -22,6 +22,15 @@ def make_token(user_id: str | None, ttl: float = 600, secret: str = SECRET, **cl
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+#: a websocket handshake whose Authorization header is past uvicorn's/websockets' limit
+OVERSIZED_HEADER_HANDSHAKE = (
+    "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\n"
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    f"Authorization: Bearer {'a' * 9000}\r\n\r\n"
+).encode()
+
+
 def ws_url(url: str) -> str:
     """The raw Engine.IO 4 websocket URL of the server at ``url`` (``http://host:port``)."""
     return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
