@@ -9,7 +9,7 @@ import time
 
 from sanic_rt.logs import OncePerInterval
 from tests.support.clients import eventually, http, make_token
-from tests.support.cluster import TTL, cluster_config, record_of, updates_for, wire_up
+from tests.support.cluster import TTL, cluster_config, record_after_outage, updates_for, wire_up
 from tests.support.procs import Proc, redis_process
 
 
@@ -58,8 +58,8 @@ async def test_redis_restart_under_connected_clients(redis_proc, start_server, c
     await eventually(lambda: ready_is(200), timeout=10)
 
     async def online_with(user_id: str, connections: int) -> bool:
-        record = await record_of(node, user_id)
-        return record["online"] and record["connections"] == connections
+        record = await record_after_outage(node, user_id)
+        return record is not None and record["online"] and record["connections"] == connections
 
     # The periodic refresh (every ttl/3) re-registers every live connection.
     for user_id, connections in (("alice", 2), ("bob", 1), ("carol", 1)):
@@ -99,7 +99,8 @@ async def test_server_starts_while_redis_is_down(tmp_path, start_server, clients
     try:
 
         async def online() -> bool:
-            return await ready_status(node) == 200 and (await record_of(node, "alice"))["online"]
+            record = await record_after_outage(node, "alice")
+            return await ready_status(node) == 200 and record is not None and record["online"]
 
         await eventually(online, timeout=TTL)
     finally:
@@ -167,8 +168,8 @@ async def test_nodes_hear_each_other_again_soon_after_an_outage(redis_proc, star
     assert time.monotonic() - ready_at < 3  # measured: about 0.5 s, after 8 s or 25 s down
 
     async def alice_online() -> bool:
-        record = await record_of(node_b, "alice")
-        return record["online"] and record["connections"] == 1
+        record = await record_after_outage(node_b, "alice")
+        return record is not None and record["online"] and record["connections"] == 1
 
     await eventually(alice_online, timeout=TTL)  # node A's refresh, every ttl/3
     assert "Traceback" not in node_a.log() + node_b.log()

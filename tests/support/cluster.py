@@ -70,6 +70,19 @@ async def record_of(node: Proc, user_id: str) -> dict:
     return body["data"]
 
 
+async def record_after_outage(node: Proc, user_id: str) -> dict | None:
+    """``record_of``, or None while the node still answers 503 after a Redis outage.
+
+    A pooled connection that predates the outage fails its first call after it
+    (``unavailable``, then it reconnects): for a poll that is "not yet".
+    """
+    status, body = await http("GET", f"{node.url}/api/v1/presence/{user_id}")
+    if status == 503:
+        return None
+    assert status == 200, body
+    return body["data"]
+
+
 async def sentinel(clients: Any, node: Proc, watcher: Any, namespace: str = "/chats") -> None:
     """A later change made on ``node``; once it reached ``watcher``, every earlier one did."""
     user_id = f"sentinel-{next(_ids)}"
