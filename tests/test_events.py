@@ -101,11 +101,7 @@ async def test_in_process_webhook_is_signed_retried_and_honours_retry_after(clie
             assert after["delivered"] - before["delivered"] == 2
     finally:
         await receiver.stop()
-    assert receiver.bad_signatures == 0
-    assert [e["type"] for e in receiver.by_user()["alice"]] == [
-        "presence.online",
-        "presence.offline",
-    ]
+    assert_signed_online_then_offline(receiver, "alice")
 
 
 async def test_a_receiver_answering_400_is_dropped_and_counted(clients, caplog):
@@ -177,11 +173,7 @@ async def test_a_hanging_receiver_times_out_and_is_retried(clients, backend, req
             assert after["failed"] == before["failed"]
     finally:
         await receiver.stop()
-    assert receiver.bad_signatures == 0
-    assert [e["type"] for e in receiver.by_user()["alice"]] == [
-        "presence.online",
-        "presence.offline",
-    ]
+    assert_signed_online_then_offline(receiver, "alice")
 
 
 def docs_function(name: str) -> Any:
@@ -284,3 +276,12 @@ def test_bad_events_config_exits_2_with_one_line(tmp_path, events, extra, key):
     result = check_config(tmp_path, config)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and key in result.stderr
+
+
+def assert_signed_online_then_offline(receiver: Any, user_id: str) -> None:
+    """Every POST was signed, and ``user_id`` came online, then went offline."""
+    assert receiver.bad_signatures == 0
+    assert [e["type"] for e in receiver.by_user()[user_id]] == [
+        "presence.online",
+        "presence.offline",
+    ]

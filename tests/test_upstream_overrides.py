@@ -411,13 +411,7 @@ async def test_the_environ_kept_for_a_connection_is_the_one_we_trimmed() -> None
     config = {"auth": {"secret": SECRET}}
     async with serving(config) as (app, _, url):
         sio = app.ctx.gateway.sio
-        client = socketio.AsyncClient()
-        await client.connect(
-            url,
-            namespaces=["/chats"],
-            auth={"token": token(app.ctx.gateway.config, "alice")},
-            transports=["polling"],
-        )
+        client = await connected_client(app, url, "polling")
         try:
             (eio_sid,) = sio.environ
             environ = sio.environ[eio_sid]
@@ -441,15 +435,19 @@ async def test_the_environ_kept_for_a_connection_is_the_one_we_trimmed() -> None
 UVICORN = "uvicorn uvicorn/protocols/websockets/websockets_sansio_impl.py WebSocketsSansIOProtocol"
 
 
-async def connected_websocket_client(app: Any, url: str) -> socketio.AsyncClient:
+async def connected_client(app: Any, url: str, transport: str) -> socketio.AsyncClient:
     client = socketio.AsyncClient()
     await client.connect(
         url,
         namespaces=["/chats"],
         auth={"token": token(app.ctx.gateway.config, "alice")},
-        transports=["websocket"],
+        transports=[transport],
     )
     return client
+
+
+async def connected_websocket_client(app: Any, url: str) -> socketio.AsyncClient:
+    return await connected_client(app, url, "websocket")
 
 
 async def test_our_websocket_protocol_releases_the_handshake_once_accepted() -> None:
